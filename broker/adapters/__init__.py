@@ -1,0 +1,1 @@
+"""Adapters reach upstream tools; each translates its library's failures into broker errors."""

@@ -1,0 +1,108 @@
+"""The path of a request: one Stage interface, and the order of the stages as data.
+
+Every stage is ``async def __call__(call, call_next) -> Outcome``. A stage refuses by raising a
+``BrokerError`` before it calls ``call_next``; it may also look at (or change) the outcome on
+the way back. ``audit`` is outermost, so every outcome, refusals included, gets a record.
+Reordering the stages is a one-line change to the tuples below.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from broker import errors
+from broker.identity import Verified
+from broker.manifest import ToolAction
+from broker.policy import Grant
+from broker.snapshot import Snapshot
+from broker.v1 import broker_pb2 as pb
+
+Rpc = Literal["call", "await", "list_tools"]
+
+# The order, outermost first. Names are keys of the stage factories given to build_pipeline.
+CALL_STAGES: tuple[str, ...] = ("audit", "verify", "grant", "validate", "execute")
+LIST_TOOLS_STAGES: tuple[str, ...] = ("audit", "verify", "list_tools")
+AWAIT_STAGES: tuple[str, ...] = ("audit", "verify", "await")
+
+
+@dataclass
+class Outcome:
+    """What a request produced, before it becomes a protobuf message."""
+
+    state: int = pb.CallResult.DONE
+    result_json: str = ""
+    upstream_status: int = 0
+    findings: list[pb.Finding] = field(default_factory=list)
+    approval_note: str = ""
+    tools: list[pb.ToolInfo] | None = None  # ListTools only
+
+
+@dataclass
+class Call:
+    """One request on its way through the stages; each stage fills in what it learns."""
+
+    rpc: Rpc
+    signed: pb.SignedRequest
+    snapshot: Snapshot  # the policies and tools in force for the whole of this request
+    deadline: float | None = None  # time.monotonic() by which the caller stops waiting
+    call_id: str = field(default_factory=lambda: new_call_id())
+    started_ns: int = field(default_factory=time.perf_counter_ns)
+    verified: Verified | None = None
+    action: ToolAction | None = None
+    grant: Grant | None = None
+    arguments: dict[str, Any] | None = None
+    args_digest: str = ""
+    outcome: Outcome | None = None
+
+    @property
+    def request(self) -> pb.CallRequest:
+        """The CallRequest body (empty until verify has run, or for other RPCs)."""
+        if self.verified is None or self.rpc != "call":
+            return pb.CallRequest()
+        return self.verified.envelope.call
+
+    def time_left(self) -> float | None:
+        """Seconds the work may still take so that the answer reaches the caller before its
+        deadline (a small margin is kept for the way back); None when it set no deadline."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        return left - min(0.25, max(0.02, 0.1 * left))
+
+
+def new_call_id() -> str:
+    """Time-ordered and unguessable: ``c`` + 12 hex digits of milliseconds + 16 random hex."""
+    return f"c{time.time_ns() // 1_000_000:012x}{secrets.token_hex(8)}"
+
+
+Handler = Callable[[Call], Awaitable[Outcome]]
+
+
+class Stage(Protocol):
+    """One step on a request's path."""
+
+    async def __call__(self, call: Call, call_next: Handler) -> Outcome: ...
+
+
+async def _end_of_pipeline(call: Call) -> Outcome:
+    raise errors.InternalError(f"call {call.call_id} reached the end of the pipeline unhandled")
+
+
+def build_pipeline(order: Sequence[str], stages: Mapping[str, Stage]) -> Handler:
+    """Chain the named stages, the first outermost; the last one must answer without
+    calling on."""
+    handler: Handler = _end_of_pipeline
+    for name in reversed(order):
+        handler = _bind(stages[name], handler)
+    return handler
+
+
+def _bind(stage: Stage, call_next: Handler) -> Handler:
+    async def handle(call: Call) -> Outcome:
+        return await stage(call, call_next)
+
+    return handle

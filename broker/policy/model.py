@@ -1,0 +1,90 @@
+"""The policy file (``policies/<agent>.yaml``) as pydantic models; unknown keys are errors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+AGENT_ID = r"^[a-z][a-z0-9_-]{0,62}$"
+KEY_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+GRANT = re.compile(r"^([a-z][a-z0-9_-]{0,62})\.([a-z][a-z0-9_-]{0,62}|\*)$")
+
+
+class AgentKey(BaseModel):
+    """A public key an agent signs with. ``verify-only`` keys still verify during a rotation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=KEY_ID, description="Sent as SignedRequest.key_id.")
+    ed25519: str = Field(description="Base64 of the 32-byte Ed25519 public key.")
+    status: Literal["active", "verify-only", "revoked"] = "active"
+    not_after: AwareDatetime | None = Field(
+        None, description="After this instant the key is refused (ISO 8601 with a time zone)."
+    )
+
+    @field_validator("ed25519")
+    @classmethod
+    def _is_public_key(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError("ed25519 must be base64 of 32 bytes; `broker keygen` prints one")
+        return value
+
+    @property
+    def public_bytes(self) -> bytes:
+        """The raw 32-byte public key."""
+        return base64.b64decode(self.ed25519)
+
+    def usable_at(self, now: datetime) -> bool:
+        """False for a revoked key or one past its not_after."""
+        return self.status != "revoked" and (self.not_after is None or now <= self.not_after)
+
+
+class Grant(BaseModel):
+    """Permission to call one ``tool.action``, or every read of a tool with ``tool.*``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tool: str = Field(description="tool.action, or tool.* for all of a tool's reads.")
+
+    @field_validator("tool")
+    @classmethod
+    def _shape(cls, value: str) -> str:
+        if not GRANT.match(value):
+            raise ValueError(f"'{value}' is not tool.action or tool.*; write e.g. invoices.list")
+        return value
+
+    @property
+    def tool_name(self) -> str:
+        """The part before the dot."""
+        return self.tool.split(".", 1)[0]
+
+    @property
+    def action_name(self) -> str:
+        """The part after the dot; ``*`` for a wildcard."""
+        return self.tool.split(".", 1)[1]
+
+    @property
+    def is_wildcard(self) -> bool:
+        """True for ``tool.*``."""
+        return self.action_name == "*"
+
+
+class Policy(BaseModel):
+    """Everything one agent may do. Anything not granted here is refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str = Field(pattern=AGENT_ID, description="Equal to the file name without .yaml.")
+    description: str = ""
+    owner: str = Field("", description="Who answers for this agent (a team or a person).")
+    keys: list[AgentKey] = Field(default_factory=list)
+    grants: list[Grant] = Field(default_factory=list)

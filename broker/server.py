@@ -1,0 +1,231 @@
+"""The running broker: its state on disk, its pipelines and its gRPC server.
+
+``Broker`` owns everything one broker process holds (the data directory lock, the store, the
+files in force, the upstream adapters) and serves ``broker.v1.ToolBroker`` with health and
+reflection on one grpc.aio server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from broker import errors
+from broker.adapters.http import HttpAdapter
+from broker.identity import ReplayGuard
+from broker.pipeline import (
+    AWAIT_STAGES,
+    CALL_STAGES,
+    LIST_TOOLS_STAGES,
+    Call,
+    Handler,
+    Outcome,
+    Rpc,
+    Stage,
+    build_pipeline,
+)
+from broker.settings import BrokerSettings
+from broker.snapshot import Snapshot, load_snapshot
+from broker.stages.audit import AuditStage
+from broker.stages.await_call import AwaitStage
+from broker.stages.execute import ExecuteStage
+from broker.stages.grant import GrantStage
+from broker.stages.list_tools import ListToolsStage
+from broker.stages.validate import ValidateStage
+from broker.stages.verify import VerifyStage
+from broker.store import Store
+from broker.v1 import broker_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+SERVICE = "broker.v1.ToolBroker"
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+
+
+class DataDirLock:
+    """An exclusive lock on the data directory: two brokers never share one database."""
+
+    def __init__(self, data_dir: os.PathLike[str]) -> None:
+        self.path = os.path.join(data_dir, "broker.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ConfigError naming the directory."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise errors.ConfigError(
+                self.path, "another broker is running on this data_dir; stop it or use another"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let go of the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Broker:
+    """One broker process: state on disk, the files in force, pipelines and the gRPC server."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.snapshot: Snapshot | None = None
+        self.port = 0
+        self._lock = DataDirLock(settings.data_dir)
+        self._store = Store(settings.database)
+        self._server: aio.Server | None = None
+        self._http = HttpAdapter()
+
+    async def start(self) -> int:
+        """Open the data directory, load the files, bind and serve; returns the bound port."""
+        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self.snapshot = load_snapshot(self.settings)
+            self._store.open()
+            self._server = self._build_server(self._build_stages())
+            await self._serve_health(self._server)
+            self.port = self._bind(self._server)
+            await self._server.start()
+        except BaseException:
+            await self._release()
+            raise
+        log.info("broker %s serving on port %d", self.settings.broker_id, self.port)
+        return self.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop taking calls, let running ones finish for ``grace`` seconds, release state."""
+        if self._server is not None:
+            await self._server.stop(grace)
+        await self._release()
+
+    async def wait(self) -> None:
+        """Until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def _release(self) -> None:
+        await self._http.close()
+        self._store.close()
+        self._lock.release()
+
+    def _build_stages(self) -> dict[str, Stage]:
+        replay = ReplayGuard(self._store)
+        return {
+            "audit": AuditStage(self._store),
+            "verify": VerifyStage(self.settings.broker_id, self.settings.request_window, replay),
+            "grant": GrantStage(),
+            "validate": ValidateStage(),
+            "execute": ExecuteStage(self._http),
+            "list_tools": ListToolsStage(),
+            "await": AwaitStage(),
+        }
+
+    def _build_server(self, stages: dict[str, Stage]) -> aio.Server:
+        options = [
+            ("grpc.so_reuseport", 1 if self.settings.so_reuseport else 0),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+        server = aio.server(options=options)
+        call = self._endpoint("call", build_pipeline(CALL_STAGES, stages), _call_result)
+        wait = self._endpoint("await", build_pipeline(AWAIT_STAGES, stages), _call_result)
+        tools = self._endpoint("list_tools", build_pipeline(LIST_TOOLS_STAGES, stages), _tool_list)
+        handlers = {
+            "Call": _unary(call, pb.CallResult),
+            "Await": _unary(wait, pb.CallResult),
+            "ListTools": _unary(tools, pb.ToolList),
+        }
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        return server
+
+    async def _serve_health(self, server: aio.Server) -> None:
+        health = HealthServicer()
+        for name in ("", SERVICE):
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection(
+            (SERVICE, health_service, reflection.SERVICE_NAME), server
+        )
+
+    def _bind(self, server: aio.Server) -> int:
+        try:
+            port = server.add_insecure_port(self.settings.listen)
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise errors.ConfigError(
+                "listen", f"cannot listen on {self.settings.listen}; is the port in use?"
+            )
+        return port
+
+    def _endpoint(
+        self, rpc: Rpc, pipeline: Handler, render: Callable[[Call, Outcome], Any]
+    ) -> Callable[[pb.SignedRequest, aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+        async def endpoint(signed: pb.SignedRequest, context: aio.ServicerContext[Any, Any]) -> Any:
+            assert self.snapshot is not None
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            call = Call(rpc, signed, self.snapshot, deadline)
+            try:
+                outcome = await pipeline(call)
+            except errors.BrokerError as exc:
+                await _abort(context, exc, call.call_id)
+            except Exception:
+                log.exception("call %s failed inside the broker", call.call_id)
+                await _abort(
+                    context,
+                    errors.InternalError(
+                        f"internal error in call {call.call_id}; the broker log has the details"
+                    ),
+                    call.call_id,
+                )
+            return render(call, outcome)
+
+        return endpoint
+
+
+def _call_result(call: Call, outcome: Outcome) -> pb.CallResult:
+    return pb.CallResult(
+        state=outcome.state,  # type: ignore[arg-type]
+        call_id=call.call_id,
+        result_json=outcome.result_json,
+        findings=outcome.findings,
+        upstream_status=outcome.upstream_status,
+        approval_note=outcome.approval_note,
+    )
+
+
+def _tool_list(call: Call, outcome: Outcome) -> pb.ToolList:
+    return pb.ToolList(tools=outcome.tools or [])
+
+
+def _unary(endpoint: Any, response: Any) -> grpc.RpcMethodHandler[Any, Any]:
+    return grpc.unary_unary_rpc_method_handler(
+        endpoint,
+        request_deserializer=pb.SignedRequest.FromString,
+        response_serializer=response.SerializeToString,
+    )
+
+
+async def _abort(
+    context: aio.ServicerContext[Any, Any], error: errors.BrokerError, call_id: str
+) -> NoReturn:
+    status = errors.to_grpc_status(error, call_id)
+    await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+    raise AssertionError("unreachable: abort raises")

@@ -1,0 +1,71 @@
+"""The broker's own config file (``examples/broker.yaml``) as a frozen, strict pydantic model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from broker.units import Duration
+from broker.yamlfile import load_model
+
+MAX_REQUEST_WINDOW = 300.0
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"'{value}' is not host:port; write for example 127.0.0.1:50051")
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+class BrokerSettings(BaseModel):
+    """What one broker process needs to start. Relative paths resolve against the file's folder."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker_id: str = Field(min_length=1, description="The audience agents sign for.")
+    listen: HostPort = Field("127.0.0.1:50051", description="gRPC address: ToolBroker, health.")
+    data_dir: Path = Field(description="SQLite file and the broker's own keys; made if missing.")
+    policies: Path = Field(description="Folder of policy files, one per agent.")
+    tools: Path = Field(description="Folder of tool manifests, one per upstream system.")
+    request_window: Duration = Field(
+        30.0, description="How far issued_at may lie from the broker's clock (at most 300s)."
+    )
+    dev_keys: bool = Field(
+        False,
+        description="Development only: make a key pair per agent in data_dir/dev-keys and trust "
+        "it. Never in production.",
+    )
+    so_reuseport: bool = Field(
+        False, description="Let several broker processes share one port, on purpose."
+    )
+
+    @field_validator("request_window")
+    @classmethod
+    def _window_capped(cls, value: float) -> float:
+        if not 0 < value <= MAX_REQUEST_WINDOW:
+            raise ValueError("request_window must be more than 0s and at most 300s")
+        return value
+
+    @property
+    def database(self) -> Path:
+        """The embedded SQLite file."""
+        return self.data_dir / "broker.db"
+
+
+def load_settings(path: Path) -> BrokerSettings:
+    """Read a config file; relative paths in it are taken from the file's own folder."""
+    settings = load_model(path, BrokerSettings)
+    base = path.resolve().parent
+    return settings.model_copy(
+        update={
+            "data_dir": (base / settings.data_dir).resolve(),
+            "policies": (base / settings.policies).resolve(),
+            "tools": (base / settings.tools).resolve(),
+        }
+    )

@@ -1,0 +1,1 @@
+"""One stage per file; ``broker.pipeline`` holds their order."""

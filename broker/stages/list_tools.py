@@ -1,0 +1,26 @@
+"""Stage ``list_tools``: the tool actions this agent is granted, and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+from broker.pipeline import Call, Handler, Outcome
+from broker.v1 import broker_pb2 as pb
+
+
+class ListToolsStage:
+    """Answers ListTools with the agent's granted actions and their argument schemas."""
+
+    async def __call__(self, call: Call, call_next: Handler) -> Outcome:
+        assert call.verified is not None
+        tools = [
+            pb.ToolInfo(
+                name=action.full_name,
+                description=action.spec.description or action.tool.description,
+                arguments_schema_json=json.dumps(action.validator.schema, sort_keys=True),
+                write=action.is_write,
+                needs_approval=False,  # approvals are not part of this broker yet
+            )
+            for action, _grant in call.snapshot.policies.granted_actions(call.verified.agent)
+        ]
+        return Outcome(tools=tools)

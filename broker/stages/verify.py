@@ -1,0 +1,28 @@
+"""Stage ``verify``: the request is signed by a current key of the agent it names."""
+
+from __future__ import annotations
+
+from broker.identity import ReplayGuard, now_ms, verify_envelope
+from broker.pipeline import Call, Handler, Outcome
+
+
+class VerifyStage:
+    """Checks signature, key, audience, RPC body, time window and nonce before anything else is
+    read from the request (UNAUTHENTICATED with its own reason for each)."""
+
+    def __init__(self, audience: str, window_s: float, replay: ReplayGuard) -> None:
+        self._audience = audience
+        self._window_ms = int(window_s * 1000)
+        self._replay = replay
+
+    async def __call__(self, call: Call, call_next: Handler) -> Outcome:
+        call.verified = verify_envelope(
+            call.signed,
+            call.rpc,
+            call.snapshot.keys,
+            audience=self._audience,
+            window_ms=self._window_ms,
+            replay=self._replay,
+            now=now_ms(),
+        )
+        return await call_next(call)

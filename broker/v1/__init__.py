@@ -1,0 +1,1 @@
+"""Generated from proto/broker/v1/broker.proto by `make proto`; do not edit."""

@@ -1,0 +1,88 @@
+"""`make demo`: a short scripted agent against the broker that `make run` started.
+
+It shows what an agent sees: a read that succeeds, a tool it is not granted, a replayed request
+and an invalid argument, each refused with its own reason. Exits 1 if anything behaves otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from broker import errors
+from broker.client import BrokerClient
+from broker.identity import AgentCredentials
+from broker.settings import load_settings
+from broker.snapshot import dev_key_path
+from broker.v1 import broker_pb2 as pb
+
+HERE = Path(__file__).resolve().parent
+
+
+def step(title: str, action: Callable[[], str], expect: str) -> bool:
+    """Run one step and say whether the agent saw what it should."""
+    try:
+        seen = action()
+    except errors.BrokerError as exc:
+        seen = f"{exc.reason}: {exc.message}"
+    ok = seen.startswith(expect)
+    print(f"{'ok ' if ok else 'BAD'} {title}\n      -> {seen}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=HERE / "broker.yaml")
+    args = parser.parse_args()
+    settings = load_settings(args.config)
+    key = dev_key_path(settings.data_dir, "invoice-agent")
+    if not key.exists():
+        print(f"no dev key at {key}: start the broker first with `make run`", file=sys.stderr)
+        return 1
+    credentials = AgentCredentials.load(key)
+    client = BrokerClient(settings.listen, credentials, broker_id=settings.broker_id, timeout=10)
+
+    def read() -> str:
+        result = client.call(
+            "invoices.list", {"status": "open"}, task_id="demo-1", intent="list open invoices"
+        )
+        return f"DONE: {len(result.result['invoices'])} open invoices (call {result.call_id})"
+
+    def pay() -> str:
+        client.call("invoices.pay", {"id": "INV-0002", "amount": "4999.99"}, task_id="demo-1")
+        return "DONE (the policy should not have allowed this)"
+
+    def replay() -> str:
+        envelope = credentials.envelope(settings.broker_id)
+        envelope.call.CopyFrom(
+            pb.CallRequest(tool="invoices.get", arguments_json='{"id": "INV-0001"}')
+        )
+        signed = credentials.sign(envelope)
+        client.send("Call", signed)  # the first send is accepted
+        client.send("Call", signed)  # the same bytes again
+        return "DONE (the replay should have been refused)"
+
+    def invalid() -> str:
+        client.call("invoices.get", {"id": 42}, task_id="demo-1")
+        return "DONE (the argument should have been refused)"
+
+    try:
+        results = [
+            step("a read that is granted", read, "DONE"),
+            step("a write that is not granted", pay, "TOOL_NOT_GRANTED"),
+            step("the same signed request sent twice", replay, "REPLAYED_NONCE"),
+            step("an argument of the wrong type", invalid, "INVALID_ARGUMENTS"),
+        ]
+    except errors.Unavailable as exc:
+        print(f"cannot reach the broker at {settings.listen}: {exc.message}", file=sys.stderr)
+        print("start it with `make run` in another terminal", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

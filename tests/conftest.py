@@ -1,0 +1,77 @@
+"""Shared fixtures: a recording fake upstream, a workspace with an invoices tool, a real broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.client import BrokerClient
+from broker.identity import AgentCredentials
+from broker.testing import FakeUpstream, RunningBroker, Workspace
+
+INVOICE_ACTIONS: dict[str, Any] = {
+    "list": {
+        "effect": "read",
+        "method": "GET",
+        "path": "/invoices",
+        "arguments": {
+            "type": "object",
+            "properties": {"supplier": {"type": "string"}, "limit": {"type": "integer"}},
+        },
+    },
+    "get": {
+        "effect": "read",
+        "method": "GET",
+        "path": "/invoices/{id}",
+        "arguments": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"type": "string"}},
+        },
+    },
+    "pay": {
+        "effect": "write",
+        "method": "POST",
+        "path": "/invoices/{id}/pay",
+        "arguments": {
+            "type": "object",
+            "required": ["id", "amount"],
+            "properties": {"id": {"type": "string"}, "amount": {"type": "number"}},
+        },
+    },
+}
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def ws(tmp_path: Path, upstream: FakeUpstream) -> Workspace:
+    workspace = Workspace(tmp_path)
+    workspace.tool(
+        "invoices", base_url=upstream.url, allow_private_network=True, actions=INVOICE_ACTIONS
+    )
+    return workspace
+
+
+@pytest.fixture
+def agent(ws: Workspace) -> AgentCredentials:
+    return ws.agent("invoice-agent", grants=["invoices.list", "invoices.get", "invoices.pay"])
+
+
+@pytest.fixture
+def broker(ws: Workspace, agent: AgentCredentials) -> Iterator[RunningBroker]:
+    with ws.broker() as running:
+        yield running
+
+
+@pytest.fixture
+def client(broker: RunningBroker, agent: AgentCredentials) -> Iterator[BrokerClient]:
+    with broker.client(agent) as sdk:
+        yield sdk
