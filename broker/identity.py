@@ -65,31 +65,31 @@ class KeyRegistry:
 
 
 class ReplayGuard:
-    """Nonces seen inside the time window, in memory for speed and in the store for restarts.
+    """Nonces accepted inside the time window.
 
-    A nonce is claimed in memory at once and written with the next group commit, which is
-    always before the response of the call that used it leaves the broker.
+    They are checked in memory; their durable copy is the audit row of the request that used
+    them, committed before its answer leaves. After a restart the guard reloads the nonces of
+    recent audit rows. (A hard crash while a request is still running loses that request's row
+    and so its nonce; writes are protected separately by their idempotency intent row.)
     """
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._seen = store.live_nonces(now_ms())
-        self._next_prune_ms = 0
+    def __init__(self, store: Store, window_ms: int) -> None:
+        self._window_ms = window_ms
+        # A nonce recorded at t has issued_at >= t - window, so it goes stale by t + 2 windows.
+        now = now_ms()
+        recent = store.recent_nonces(now - 2 * window_ms)
+        self._seen = {nonce: ts + 2 * window_ms for nonce, ts in recent.items()}
+        self._next_prune_ms = now + 10_000
 
     def claim(self, nonce: str, expires_at_ms: int, now: int) -> bool:
         """True the first time ``nonce`` is seen; False for a replay."""
         if nonce in self._seen:
             return False
         self._seen[nonce] = expires_at_ms
-        self._store.record_nonce(nonce, expires_at_ms)
         if now >= self._next_prune_ms:
-            self._prune(now)
+            self._seen = {n: exp for n, exp in self._seen.items() if exp >= now}
+            self._next_prune_ms = now + 10_000
         return True
-
-    def _prune(self, now: int) -> None:
-        self._seen = {n: exp for n, exp in self._seen.items() if exp >= now}
-        self._store.prune_nonces(now)
-        self._next_prune_ms = now + 10_000
 
 
 @dataclass(frozen=True)

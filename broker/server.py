@@ -43,7 +43,7 @@ from broker.stages.grant import GrantStage
 from broker.stages.list_tools import ListToolsStage
 from broker.stages.validate import ValidateStage
 from broker.stages.verify import VerifyStage
-from broker.store import Store
+from broker.store import Store, StoreError
 from broker.v1 import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -86,17 +86,24 @@ class Broker:
         self.snapshot: Snapshot | None = None
         self.port = 0
         self._lock = DataDirLock(settings.data_dir)
-        self._store = Store(settings.database)
+        self._store = Store(settings.database, durability=settings.durability)
         self._server: aio.Server | None = None
         self._http = HttpAdapter()
 
     async def start(self) -> int:
         """Open the data directory, load the files, bind and serve; returns the bound port."""
-        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock.acquire()
+        try:
+            self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            message = f"cannot use data_dir: {exc}"
+            raise errors.ConfigError(str(self.settings.data_dir), message) from None
         try:
             self.snapshot = load_snapshot(self.settings)
-            self._store.open()
+            try:
+                self._store.open()
+            except StoreError as exc:
+                raise errors.ConfigError(str(self.settings.database), str(exc)) from None
             self._server = self._build_server(self._build_stages())
             await self._serve_health(self._server)
             self.port = self._bind(self._server)
@@ -120,14 +127,15 @@ class Broker:
 
     async def _release(self) -> None:
         await self._http.close()
-        self._store.close()
+        await self._store.close()
         self._lock.release()
 
     def _build_stages(self) -> dict[str, Stage]:
-        replay = ReplayGuard(self._store)
+        window_ms = int(self.settings.request_window * 1000)
+        replay = ReplayGuard(self._store, window_ms)
         return {
             "audit": AuditStage(self._store),
-            "verify": VerifyStage(self.settings.broker_id, self.settings.request_window, replay),
+            "verify": VerifyStage(self.settings.broker_id, window_ms, replay),
             "grant": GrantStage(),
             "validate": ValidateStage(),
             "execute": ExecuteStage(self._http),

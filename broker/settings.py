@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -40,6 +40,11 @@ class BrokerSettings(BaseModel):
         False,
         description="Development only: make a key pair per agent in data_dir/dev-keys and trust "
         "it. Never in production.",
+    )
+    durability: Literal["fsync", "process"] = Field(
+        "fsync",
+        description="fsync: every audit row is on disk before its answer leaves (group commit). "
+        "process: rows survive the broker being killed but not a power loss; faster.",
     )
     so_reuseport: bool = Field(
         False, description="Let several broker processes share one port, on purpose."

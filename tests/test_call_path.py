@@ -241,3 +241,23 @@ def test_the_async_client_calls_too(broker: RunningBroker, agent: AgentCredentia
             return result.state, len(await client.list_tools())
 
     assert asyncio.run(run()) == ("DONE", 3)
+
+
+def test_no_answer_leaves_without_its_audit_row(
+    client: BrokerClient, upstream: FakeUpstream, ws: Workspace
+) -> None:
+    import sqlite3
+
+    blocker = sqlite3.connect(ws.database, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    try:
+        with pytest.raises(errors.AuditUnavailable, match="answer is withheld") as failed:
+            client.call("invoices.list", {})
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert failed.value.status_code.name == "UNAVAILABLE"
+    assert read_audit(ws.database, failed.value.call_id) == []
+    # once the database is free again, calls are audited and answered
+    result = client.call("invoices.list", {})
+    assert read_audit(ws.database, result.call_id)[0].decision == "done"

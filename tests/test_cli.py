@@ -74,3 +74,19 @@ def test_run_refuses_a_broken_config_with_its_line(
     config.write_text("broker_id: b\nlisten: nowhere\ndata_dir: d\npolicies: p\ntools: t\n")
     assert main(["run", "--config", str(config)]) == 2
     assert f"{config}:2:9: listen: 'nowhere' is not host:port" in capsys.readouterr().err
+
+
+def test_run_refuses_an_unusable_data_dir_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "occupied").write_text("a file where the data folder should be")
+    config = tmp_path / "broker.yaml"
+    config.write_text(
+        "broker_id: b\nlisten: 127.0.0.1:0\ndata_dir: occupied\npolicies: policies\ntools: tools\n"
+    )
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use data_dir" in err
+    assert "Traceback" not in err

@@ -65,6 +65,7 @@ def audit_row(call: Call, outcome: Outcome | None, failure: BaseException | None
         rpc=call.rpc,
         agent=call.verified.agent if call.verified else "",
         key_id=call.signed.key_id[:128],
+        nonce=call.verified.envelope.nonce if call.verified else "",
         tool=request.tool[:128],
         task_id=request.task_id[:256],
         intent=request.intent[:2048],

@@ -10,9 +10,9 @@ class VerifyStage:
     """Checks signature, key, audience, RPC body, time window and nonce before anything else is
     read from the request (UNAUTHENTICATED with its own reason for each)."""
 
-    def __init__(self, audience: str, window_s: float, replay: ReplayGuard) -> None:
+    def __init__(self, audience: str, window_ms: int, replay: ReplayGuard) -> None:
         self._audience = audience
-        self._window_ms = int(window_s * 1000)
+        self._window_ms = window_ms
         self._replay = replay
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:

@@ -1,0 +1,166 @@
+"""Shared pieces of the benchmarks: start the example upstream and a broker as real processes,
+and measure a coroutine factory at a given concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def wait_healthy(target: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return
+            except grpc.RpcError:
+                time.sleep(0.1)
+    raise RuntimeError(f"broker at {target} did not become healthy")
+
+
+@contextmanager
+def example_upstream() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples/invoices_upstream.py"), "--port", str(port)]
+    )
+    try:
+        wait_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def broker_process(
+    workdir: Path, upstream_url: str, tools: dict[str, Any] | None = None, **config: Any
+) -> Iterator[tuple[str, Path]]:
+    """A `broker run` process on a copy of the repository's tools and policies; yields its
+    target and config path."""
+    shutil.copytree(ROOT / "policies", workdir / "policies", dirs_exist_ok=True)
+    shutil.copytree(ROOT / "tools", workdir / "tools", dirs_exist_ok=True)
+    manifest = yaml.safe_load((workdir / "tools/invoices.yaml").read_text())
+    manifest["base_url"] = upstream_url
+    (workdir / "tools/invoices.yaml").write_text(yaml.safe_dump(manifest))
+    for name, extra in (tools or {}).items():
+        (workdir / f"tools/{name}.yaml").write_text(yaml.safe_dump(extra))
+    port = free_port()
+    settings = {
+        "broker_id": "broker.bench",
+        "listen": f"127.0.0.1:{port}",
+        "data_dir": "data",
+        "policies": "policies",
+        "tools": "tools",
+        "dev_keys": True,
+        **config,
+    }
+    config_path = workdir / "broker.yaml"
+    config_path.write_text(yaml.safe_dump(settings))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "broker", "run", "--config", str(config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_healthy(f"127.0.0.1:{port}")
+        yield f"127.0.0.1:{port}", config_path
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured run."""
+
+    p50_us: float
+    p99_us: float
+    per_second: float
+
+
+async def measure(
+    request: Callable[[], Awaitable[Any]], concurrency: int, total: int, warmup: int = 200
+) -> Sample:
+    """Run ``total`` requests with ``concurrency`` workers; latencies of each request."""
+    for _ in range(warmup // concurrency or 1):
+        await asyncio.gather(*(request() for _ in range(concurrency)))
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            start = time.perf_counter()
+            await request()
+            latencies.append(time.perf_counter() - start)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return Sample(
+        p50_us=latencies[len(latencies) // 2] * 1e6,
+        p99_us=latencies[int(len(latencies) * 0.99) - 1] * 1e6,
+        per_second=len(latencies) / elapsed,
+    )
+
+
+def median_sample(samples: list[Sample]) -> Sample:
+    return Sample(
+        statistics.median(s.p50_us for s in samples),
+        statistics.median(s.p99_us for s in samples),
+        statistics.median(s.per_second for s in samples),
+    )
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    python = platform.python_version()
+    return f"{os.cpu_count()} cores, {cpu}, Linux {platform.release()}, Python {python}"
