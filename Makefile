@@ -29,7 +29,7 @@ demo: install
 
 ## bench: broker vs. direct, side by side; writes BENCHMARKS.md
 bench: install
-	$(PY) tests/bench/bench_call_path.py --write BENCHMARKS.md
+	$(PY) -m tests.bench.bench_call_path --write BENCHMARKS.md
 
 lint: install
 	$(VENV)/bin/ruff check broker tests examples
