@@ -22,6 +22,7 @@ import uvloop
 from broker import errors
 from broker.client import BrokerClient, ToolError, pretty
 from broker.identity import AgentCredentials
+from broker.policy.commands import add_policy_commands
 from broker.policy.model import AGENT_ID
 from broker.settings import load_settings
 
@@ -74,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     tools = commands.add_parser("tools", help="list the tool actions an agent may call")
     _client_options(tools)
     tools.set_defaults(handler=_tools)
+
+    add_policy_commands(commands)
     return parser
 
 
@@ -171,6 +174,14 @@ def _run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def reload() -> None:
+            task = loop.create_task(broker.reload())
+            reloads.add(task)  # keep a reference until it is done
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
         await stop.wait()
         print("stopping", file=sys.stderr)
         await broker.stop()

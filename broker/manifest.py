@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from broker.errors import ConfigError
 from broker.units import Duration
-from broker.yamlfile import load_model, parse_yaml
 
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -133,6 +130,17 @@ class ToolAction:
         """True when the action changes something upstream."""
         return self.spec.is_write
 
+    def schema_problem(self, arguments: Any) -> str | None:
+        """None when ``arguments`` fit the schema, else one line naming the argument and the
+        rule, e.g. ``$.amount: 5 is not of type 'string' (rule: type)``."""
+        error = jsonschema.exceptions.best_match(self.validator.iter_errors(arguments))
+        if error is None:
+            return None
+        message = str(error.message)
+        if len(message) > 300:
+            message = message[:297] + "..."
+        return f"{error.json_path}: {message} (rule: {error.validator})"
+
 
 class ToolCatalog:
     """Every loaded tool manifest, indexed by ``tool.action``."""
@@ -158,21 +166,3 @@ def _compile(schema: dict[str, Any]) -> jsonschema.protocols.Validator:
     # Strict unless the manifest says otherwise: an argument the schema does not name is refused.
     strict = {"additionalProperties": False, **schema}
     return jsonschema.Draft202012Validator(strict, format_checker=None)
-
-
-def load_catalog(folder: Path) -> ToolCatalog:
-    """Load every ``*.yaml`` in ``folder``; the first bad file stops with a ConfigError."""
-    if not folder.is_dir():
-        raise ConfigError(str(folder), "the tools folder does not exist")
-    tools = []
-    for path in sorted(folder.glob("*.yaml")):
-        tool = load_model(path, ToolManifest)
-        if tool.name != path.stem:
-            where = parse_yaml(path.read_text(encoding="utf-8"), str(path)).where(("name",))
-            raise ConfigError(
-                str(path),
-                f"name '{tool.name}' must equal the file name '{path.stem}'",
-                *(where or (None, None)),
-            )
-        tools.append(tool)
-    return ToolCatalog(tools)

@@ -17,14 +17,22 @@ from typing import Any, Literal, Protocol
 from broker import errors
 from broker.identity import Verified
 from broker.manifest import ToolAction
-from broker.policy import Grant
+from broker.policy import GrantRef
 from broker.snapshot import Snapshot
 from broker.v1 import broker_pb2 as pb
 
 Rpc = Literal["call", "await", "list_tools"]
 
 # The order, outermost first. Names are keys of the stage factories given to build_pipeline.
-CALL_STAGES: tuple[str, ...] = ("audit", "verify", "grant", "validate", "execute")
+CALL_STAGES: tuple[str, ...] = (
+    "audit",
+    "verify",
+    "grant",
+    "validate",
+    "constrain",
+    "confirm",
+    "execute",
+)
 LIST_TOOLS_STAGES: tuple[str, ...] = ("audit", "verify", "list_tools")
 AWAIT_STAGES: tuple[str, ...] = ("audit", "verify", "await")
 
@@ -53,7 +61,7 @@ class Call:
     started_ns: int = field(default_factory=time.perf_counter_ns)
     verified: Verified | None = None
     action: ToolAction | None = None
-    grant: Grant | None = None
+    grant: GrantRef | None = None
     arguments: dict[str, Any] | None = None
     args_digest: str = ""
     outcome: Outcome | None = None

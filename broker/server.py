@@ -7,6 +7,7 @@ reflection on one grpc.aio server.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -38,6 +39,8 @@ from broker.settings import BrokerSettings
 from broker.snapshot import Snapshot, load_snapshot
 from broker.stages.audit import AuditStage
 from broker.stages.await_call import AwaitStage
+from broker.stages.confirm import ConfirmStage
+from broker.stages.constrain import ConstrainStage
 from broker.stages.execute import ExecuteStage
 from broker.stages.grant import GrantStage
 from broker.stages.list_tools import ListToolsStage
@@ -89,6 +92,8 @@ class Broker:
         self._store = Store(settings.database, durability=settings.durability)
         self._server: aio.Server | None = None
         self._http = HttpAdapter()
+        self._watcher: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()
 
     async def start(self) -> int:
         """Open the data directory, load the files, bind and serve; returns the bound port."""
@@ -111,11 +116,41 @@ class Broker:
         except BaseException:
             await self._release()
             raise
+        if self.settings.reload_interval > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_files())
         log.info("broker %s serving on port %d", self.settings.broker_id, self.port)
         return self.port
 
+    async def reload(self) -> bool:
+        """Load the policy and tool files again and put the new set in force at once; a set
+        that fails its checks is refused and logged, and the old one stays."""
+        async with self._reloading:
+            loop = asyncio.get_running_loop()
+            try:
+                snapshot = await loop.run_in_executor(None, load_snapshot, self.settings)
+            except errors.ConfigError as exc:
+                log.error("policy reload refused; the set in force stays: %s", exc)
+                return False
+            old = self.snapshot
+            self.snapshot = snapshot  # one assignment: a request sees the old set or the new
+            if old is None or old.policies.digest != snapshot.policies.digest:
+                log.info("policy set %s in force", snapshot.policies.digest[:12])
+            return True
+
+    async def _watch_files(self) -> None:
+        """Reload when a file under policies/ or tools/ changes (polled: no extra dependency)."""
+        seen = _signature(self.settings)
+        while True:
+            await asyncio.sleep(self.settings.reload_interval)
+            current = _signature(self.settings)
+            if current != seen:
+                seen = current
+                await self.reload()
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let running ones finish for ``grace`` seconds, release state."""
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._server is not None:
             await self._server.stop(grace)
         await self._release()
@@ -138,6 +173,8 @@ class Broker:
             "verify": VerifyStage(self.settings.broker_id, window_ms, replay),
             "grant": GrantStage(),
             "validate": ValidateStage(),
+            "constrain": ConstrainStage(),
+            "confirm": ConfirmStage(),
             "execute": ExecuteStage(self._http),
             "list_tools": ListToolsStage(),
             "await": AwaitStage(),
@@ -206,6 +243,18 @@ class Broker:
             return render(call, outcome)
 
         return endpoint
+
+
+def _signature(settings: BrokerSettings) -> list[tuple[str, int, int]]:
+    found = []
+    for folder in (settings.policies, settings.tools):
+        for path in sorted(folder.glob("*.yaml")):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # removed while we looked: the next look sees it gone
+            found.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return found
 
 
 def _call_result(call: Call, outcome: Outcome) -> pb.CallResult:

@@ -46,9 +46,21 @@ class BrokerSettings(BaseModel):
         description="fsync: every audit row is on disk before its answer leaves (group commit). "
         "process: rows survive the broker being killed but not a power loss; faster.",
     )
+    reload_interval: Duration = Field(
+        2.0,
+        description="How often to look for changed policy and tool files (0s: only on SIGHUP). "
+        "A changed set that fails its checks is refused; the old one stays in force.",
+    )
     so_reuseport: bool = Field(
         False, description="Let several broker processes share one port, on purpose."
     )
+
+    @field_validator("reload_interval")
+    @classmethod
+    def _not_negative(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("reload_interval cannot be negative; 0s turns file watching off")
+        return value
 
     @field_validator("request_window")
     @classmethod

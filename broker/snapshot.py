@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.identity import AgentCredentials, KeyRegistry, RegisteredKey
-from broker.manifest import ToolCatalog, load_catalog
+from broker.manifest import ToolCatalog
 from broker.policy import PolicySet, load_policies
 from broker.settings import BrokerSettings
 
@@ -25,8 +25,8 @@ class Snapshot:
 
 def load_snapshot(settings: BrokerSettings) -> Snapshot:
     """Load tools, then policies checked against them; raises ConfigError on the first problem."""
-    catalog = load_catalog(settings.tools)
-    policies = load_policies(settings.policies, catalog)
+    policies = load_policies(settings.policies, settings.tools)
+    catalog = policies.catalog
     extra = dev_keys(settings.data_dir, sorted(policies.policies)) if settings.dev_keys else []
     return Snapshot(catalog, policies, KeyRegistry.from_policies(policies, extra))
 

@@ -62,6 +62,10 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_time ON audit (ts_ms);
     CREATE INDEX audit_agent_time ON audit (agent, ts_ms);
     """,
+    # 2: the arguments as the agent sent them, so a proposed policy can re-decide old calls
+    """
+    ALTER TABLE audit ADD COLUMN arguments TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 
@@ -89,6 +93,7 @@ class AuditRow:
     latency_us: int
     policy_hash: str
     detail: str
+    arguments: str = ""  # as sent (at most 64 KiB; longer ones are left out, the digest stays)
 
 
 _AUDIT_COLUMNS = tuple(AuditRow.__dataclass_fields__)
@@ -97,6 +102,9 @@ _INSERT_AUDIT = (
     f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
 )
+
+
+_SELECT_AUDIT = f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit "  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -225,17 +233,19 @@ class Store:
             return dict(rows.fetchall())
 
 
-def read_audit(path: Path, call_id: str | None = None) -> list[AuditRow]:
-    """Audit rows in order, all or for one call (for tools and tests, on their own connection)."""
+def read_audit(
+    path: Path, call_id: str | None = None, *, since_ms: int | None = None
+) -> list[AuditRow]:
+    """Audit rows in order: all, one call's, or those at or after ``since_ms`` (for tools and
+    tests, on their own read-only connection)."""
+    where: str = ""
+    params: tuple[object, ...] = ()
+    if call_id is not None:
+        where, params = "WHERE call_id = ?", (call_id,)
+    elif since_ms is not None:
+        where, params = "WHERE ts_ms >= ?", (since_ms,)
     with _reader(path) as conn:
-        columns = ", ".join(_AUDIT_COLUMNS)
-        if call_id is None:
-            rows = conn.execute(f"SELECT {columns} FROM audit ORDER BY seq")  # noqa: S608
-        else:
-            rows = conn.execute(
-                f"SELECT {columns} FROM audit WHERE call_id = ? ORDER BY seq",  # noqa: S608
-                (call_id,),
-            )
+        rows = conn.execute(_SELECT_AUDIT + where + " ORDER BY seq", params)
         return [AuditRow(*row) for row in rows.fetchall()]
 
 

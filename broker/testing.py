@@ -176,6 +176,11 @@ class RunningBroker:
             asyncio.run_coroutine_threadsafe(self._broker.stop(0.5), self._loop).result(30)
         self._shutdown_loop()
 
+    def reload(self) -> bool:
+        """Ask the broker to load its files again (what SIGHUP does); True when accepted."""
+        assert self._broker is not None and self._loop is not None
+        return asyncio.run_coroutine_threadsafe(self._broker.reload(), self._loop).result(30)
+
     def restart(self) -> RunningBroker:
         """Stop, then start again on the same data directory (and a new port)."""
         self.stop()

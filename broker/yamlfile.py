@@ -115,13 +115,18 @@ def _scalar(node: yaml.Node, path: str) -> Any:
     raise ConfigError(path, f"tag {node.tag} is not supported", *_mark(node))
 
 
-def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
-    """Read ``path`` and validate it as ``model``; any problem is one ConfigError with its place."""
+def read_located(path: Path) -> Located:
+    """Read and parse ``path``; an unreadable file or bad YAML is a ConfigError."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), f"cannot read the file: {exc}") from None
-    return validate_located(parse_yaml(text, str(path)), str(path), model, context=context)
+    return parse_yaml(text, str(path))
+
+
+def load_model(path: Path, model: type[M], *, context: dict[str, Any] | None = None) -> M:
+    """Read ``path`` and validate it as ``model``; any problem is one ConfigError with its place."""
+    return validate_located(read_located(path), str(path), model, context=context)
 
 
 def validate_located(

@@ -50,8 +50,10 @@ def main() -> int:
         )
         return f"DONE: {len(result.result['invoices'])} open invoices (call {result.call_id})"
 
-    def pay() -> str:
-        client.call("invoices.pay", {"id": "INV-0002", "amount": "4999.99"}, task_id="demo-1")
+    def send_mail() -> str:
+        client.call(
+            "mail.send", {"to": "a@example.com", "subject": "hi", "body": "hi"}, task_id="demo-1"
+        )
         return "DONE (the policy should not have allowed this)"
 
     def replay() -> str:
@@ -71,7 +73,7 @@ def main() -> int:
     try:
         results = [
             step("a read that is granted", read, "DONE"),
-            step("a write that is not granted", pay, "TOOL_NOT_GRANTED"),
+            step("a tool that is not granted", send_mail, "TOOL_NOT_GRANTED"),
             step("the same signed request sent twice", replay, "REPLAYED_NONCE"),
             step("an argument of the wrong type", invalid, "INVALID_ARGUMENTS"),
         ]

@@ -62,7 +62,8 @@ def ws(tmp_path: Path, upstream: FakeUpstream) -> Workspace:
 
 @pytest.fixture
 def agent(ws: Workspace) -> AgentCredentials:
-    return ws.agent("invoice-agent", grants=["invoices.list", "invoices.get", "invoices.pay"])
+    pay = {"tool": "invoices.pay", "approval": "never", "no_approval_because": "a test double"}
+    return ws.agent("invoice-agent", grants=["invoices.list", "invoices.get", pay])
 
 
 @pytest.fixture

@@ -82,3 +82,14 @@ def test_the_demo_agent_sees_each_outcome(tmp_path: Path, example_upstream: str)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     for reason in ("DONE", "TOOL_NOT_GRANTED", "REPLAYED_NONCE", "INVALID_ARGUMENTS"):
         assert f"-> {reason}" in demo.stdout
+
+
+def test_the_example_workflow_runs_check_test_and_diff() -> None:
+    workflow = yaml.safe_load((ROOT / "examples/github-workflow.yaml").read_text())
+    commands = " ".join(step.get("run", "") for step in workflow["jobs"]["policies"]["steps"])
+    for command in (
+        "broker policy check --format github",
+        "broker policy test",
+        "broker policy diff",
+    ):
+        assert command in commands

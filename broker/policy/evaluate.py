@@ -1,41 +1,238 @@
-"""Deciding, in constant time, whether an agent holds a grant for an action."""
+"""Deciding what a policy says about one call: indexed lookups, no scans, no I/O.
+
+The stages ask one question each (``grant_for``, ``constraint_violation``, ``approval_for``);
+``decide`` asks them all in the pipeline's order, for ``broker policy explain``, ``test`` and
+``replay``, so the offline answer is the one the broker gives.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from broker import errors
+from broker.arguments import parse_arguments
 from broker.manifest import ToolAction, ToolCatalog
+from broker.policy.constraints import Constraint, Rules, lookup, show
 from broker.policy.model import Grant, Policy
+
+Outcome = Literal["allow", "approval", "deny"]
+
+
+Checks = tuple[tuple[str, Rules], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRef:
+    """A grant, where it is written (for messages that name the rule), and its constraints
+    compiled for checking."""
+
+    grant: Grant
+    agent: str
+    index: int
+    where: Checks
+    conditions: tuple[Checks, ...]  # approval: when ...; empty for required / never
+    condition_texts: tuple[str, ...]  # each condition in words, for the approval message
+    label: str  # invoice-agent.yaml grants[1]
+
+    @classmethod
+    def build(
+        cls, grant: Grant, agent: str, index: int, compiled: dict[str, Rules] | None = None
+    ) -> GrantRef:
+        """Compile the grant's rules once, at load. Equal rules share one compiled object
+        through ``compiled`` (policies written from templates repeat them a lot)."""
+        cache = {} if compiled is None else compiled
+
+        def rules(constraint: Constraint) -> Rules:
+            key = constraint.model_dump_json()
+            if key not in cache:
+                cache[key] = constraint.compile()
+            return cache[key]
+
+        where = tuple((path, rules(rule)) for path, rule in grant.where.items())
+        conditions: tuple[Checks, ...] = ()
+        texts: tuple[str, ...] = ()
+        if grant.approval is not None and not isinstance(grant.approval, str):
+            alternatives = grant.approval.alternatives
+            conditions = tuple(
+                tuple((path, rules(rule)) for path, rule in alternative.items())
+                for alternative in alternatives
+            )
+            texts = tuple(
+                ", ".join(f"{path} {_rules(rule)}" for path, rule in alternative.items())
+                for alternative in alternatives
+            )
+        label = f"{agent}.yaml grants[{index}]"
+        return cls(grant, agent, index, where, conditions, texts, label)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy says: allow, approval (a human must decide) or deny (with a reason)."""
+
+    outcome: Outcome
+    reason: str = ""  # deny: the error reason; approval: write, condition or tainted
+    rule: str = ""  # the grant that decided, e.g. invoice-agent.yaml grants[1]
+    message: str = ""
+    tainted: tuple[tuple[str, str], ...] = ()  # (argument path, value from outside)
+
+    def describe(self) -> str:
+        """One line for people: ``deny ARGUMENT_NOT_ALLOWED by ...: message``."""
+        head = self.outcome if not self.reason else f"{self.outcome} {self.reason}"
+        rule = f" by {self.rule}" if self.rule else ""
+        return f"{head}{rule}: {self.message}" if self.message else f"{head}{rule}"
 
 
 class PolicySet:
-    """The policies in force, indexed by agent and by ``tool.action``.
+    """The policies in force, indexed by (agent, tool.action).
 
-    A wildcard grant (``tool.*``) covers only the tool's reads: a write must be named.
+    A wildcard grant (``tool.*``) covers only the tool's reads: a write must be named. A named
+    grant wins over a wildcard for the same action.
     """
 
     def __init__(self, policies: list[Policy], catalog: ToolCatalog, digest: str) -> None:
         self.policies = {policy.agent: policy for policy in policies}
         self.catalog = catalog
         self.digest = digest
-        self._named: dict[tuple[str, str], Grant] = {}
-        self._wildcard: dict[tuple[str, str], Grant] = {}
+        self._named: dict[tuple[str, str], GrantRef] = {}
+        self._wildcard: dict[tuple[str, str], GrantRef] = {}
+        compiled: dict[str, Rules] = {}
         for policy in policies:
-            for grant in policy.grants:
-                index = self._wildcard if grant.is_wildcard else self._named
-                key = grant.tool_name if grant.is_wildcard else grant.tool
-                index.setdefault((policy.agent, key), grant)
+            for index, grant in enumerate(policy.grants):
+                ref = GrantRef.build(grant, policy.agent, index, compiled)
+                if grant.is_wildcard:
+                    self._wildcard[(policy.agent, grant.tool_name)] = ref
+                else:
+                    self._named[(policy.agent, grant.tool)] = ref
 
-    def grant_for(self, agent: str, action: ToolAction) -> Grant | None:
+    def grant_for(self, agent: str, action: ToolAction) -> GrantRef | None:
         """The grant that lets ``agent`` call ``action``, or None (deny by default)."""
-        grant = self._named.get((agent, action.full_name))
-        if grant is None and not action.is_write:
-            grant = self._wildcard.get((agent, action.tool.name))
-        return grant
+        ref = self._named.get((agent, action.full_name))
+        if ref is None and not action.is_write:
+            ref = self._wildcard.get((agent, action.tool.name))
+        return ref
 
-    def granted_actions(self, agent: str) -> list[tuple[ToolAction, Grant]]:
+    def granted_actions(self, agent: str) -> list[tuple[ToolAction, GrantRef]]:
         """Every action ``agent`` may call, sorted by name (what ListTools shows)."""
         found = []
         for action in self.catalog.actions():
-            grant = self.grant_for(agent, action)
-            if grant is not None:
-                found.append((action, grant))
+            ref = self.grant_for(agent, action)
+            if ref is not None:
+                found.append((action, ref))
         return found
+
+    def grants(self) -> Iterator[GrantRef]:
+        """Every grant of every agent."""
+        yield from self._named.values()
+        yield from self._wildcard.values()
+
+    @staticmethod
+    def constraint_violation(ref: GrantRef, arguments: dict[str, Any]) -> str | None:
+        """None when the arguments meet the grant's ``where``, else what broke, naming the
+        argument, its value, the rule and the grant."""
+        for path, rules in ref.where:
+            present, value = lookup(arguments, path)
+            if not present:
+                continue
+            problem = rules.violation(value)
+            if problem:
+                return f"argument '{path}' = {_brief(value)} breaks {problem} ({ref.label})"
+        return None
+
+    @staticmethod
+    def approval_for(
+        ref: GrantRef, action: ToolAction, arguments: dict[str, Any], tainted: Sequence[str] = ()
+    ) -> Decision:
+        """Whether a human must approve: the grant's approval setting, and, for writes, any
+        argument carrying a value from untrusted content that no explicit rule allows."""
+        grant = ref.grant
+        if action.is_write and tainted:
+            hits = tuple(_tainted_arguments(ref, arguments, tainted))
+            if hits:
+                shown = ", ".join(f"{path} = {value!r}" for path, value in hits)
+                message = f"arguments carry values from untrusted content: {shown}"
+                if grant.on_taint == "deny":
+                    return Decision(
+                        "deny", errors.ArgumentNotAllowed.reason, ref.label, message, hits
+                    )
+                return Decision("approval", "tainted", ref.label, message, hits)
+        setting = grant.approval or ("required" if action.is_write else "never")
+        if setting == "never":
+            return Decision("allow", rule=ref.label)
+        if setting == "required":
+            why = "a write" if action.is_write else "the grant asks for it"
+            return Decision("approval", "write" if action.is_write else "required", ref.label, why)
+        for condition, text in zip(ref.conditions, ref.condition_texts, strict=True):
+            if all(_holds(arguments, path, rules) for path, rules in condition):
+                return Decision("approval", "condition", ref.label, f"condition holds: {text}")
+        return Decision("allow", rule=ref.label)
+
+    def decide(
+        self, agent: str, tool: str, arguments: dict[str, Any] | str, tainted: Sequence[str] = ()
+    ) -> Decision:
+        """The whole answer for one call, in the order the broker's stages ask."""
+        action = self.catalog.get(tool)
+        if action is None:
+            return Decision("deny", errors.UnknownTool.reason, message=f"no tool action '{tool}'")
+        ref = self.grant_for(agent, action)
+        if ref is None:
+            return Decision(
+                "deny",
+                errors.ToolNotGranted.reason,
+                message=f"agent '{agent}' is not granted '{tool}'",
+            )
+        try:
+            parsed = parse_arguments(arguments) if isinstance(arguments, str) else arguments
+        except errors.InvalidArguments as exc:
+            return Decision("deny", exc.reason, ref.label, exc.message)
+        problem = action.schema_problem(parsed)
+        if problem:
+            return Decision("deny", errors.InvalidArguments.reason, ref.label, problem)
+        violation = self.constraint_violation(ref, parsed)
+        if violation:
+            return Decision("deny", errors.ArgumentNotAllowed.reason, ref.label, violation)
+        return self.approval_for(ref, action, parsed, tainted)
+
+
+def _holds(arguments: dict[str, Any], path: str, rules: Rules) -> bool:
+    present, value = lookup(arguments, path)
+    return present and rules.violation(value) is None
+
+
+def _rules(rule: Any) -> str:
+    written = rule.model_dump(exclude_none=True, exclude_defaults=True)
+    return ", ".join(f"{key} {value}" for key, value in written.items())
+
+
+def _brief(value: Any) -> str:
+    text = show(value) if isinstance(value, str | bool | int) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _tainted_arguments(
+    ref: GrantRef, arguments: dict[str, Any], tainted: Sequence[str]
+) -> Iterator[tuple[str, str]]:
+    """(path, value) for each string argument holding an outside value that no explicit rule
+    of the grant (equals, one_of, email_domains, url_hosts) allows."""
+    needles = [value.lower() for value in tainted if value]
+    explicit = dict(ref.where)
+    for path, text in _strings(arguments, ""):
+        lowered = text.lower()
+        for needle in needles:
+            if needle in lowered:
+                rule = explicit.get(path.split("[", 1)[0])
+                if rule is None or not rule.allows_explicitly(text):
+                    yield path, needle
+                break
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")

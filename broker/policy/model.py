@@ -6,13 +6,16 @@ import base64
 import binascii
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from broker.policy.constraints import Constraint
 
 AGENT_ID = r"^[a-z][a-z0-9_-]{0,62}$"
 KEY_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 GRANT = re.compile(r"^([a-z][a-z0-9_-]{0,62})\.([a-z][a-z0-9_-]{0,62}|\*)$")
+ArgumentPath = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
 
 
 class AgentKey(BaseModel):
@@ -48,12 +51,44 @@ class AgentKey(BaseModel):
         return self.status != "revoked" and (self.not_after is None or now <= self.not_after)
 
 
+class ApprovalCondition(BaseModel):
+    """Approval only when the arguments match: a mapping (all rules hold) or a list of
+    mappings (any one of them holds), e.g. ``when: { amount: { above: "1000.00" } }``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    when: dict[ArgumentPath, Constraint] | list[dict[ArgumentPath, Constraint]]
+
+    @property
+    def alternatives(self) -> list[dict[str, Constraint]]:
+        """The conditions, any of which asks for approval."""
+        return self.when if isinstance(self.when, list) else [self.when]
+
+
 class Grant(BaseModel):
-    """Permission to call one ``tool.action``, or every read of a tool with ``tool.*``."""
+    """Permission to call one ``tool.action`` (or every read of a tool with ``tool.*``), with
+    optional argument constraints and when a human must approve."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tool: str = Field(description="tool.action, or tool.* for all of a tool's reads.")
+    description: str = ""
+    where: dict[ArgumentPath, Constraint] = Field(
+        default_factory=dict, description="Argument -> rules its value must meet."
+    )
+    approval: Literal["required", "never"] | ApprovalCondition | None = Field(
+        None,
+        description="required (the default for writes), never (the default for reads), or a "
+        "condition: { when: { argument: rules } }.",
+    )
+    no_approval_because: str = Field(
+        "", description="Why a write may run with approval: never (acknowledges the warning)."
+    )
+    on_taint: Literal["approve", "deny"] = Field(
+        "approve",
+        description="A write carrying a value that came from untrusted content: ask a human "
+        "(approve) or refuse (deny).",
+    )
 
     @field_validator("tool")
     @classmethod
@@ -61,6 +96,12 @@ class Grant(BaseModel):
         if not GRANT.match(value):
             raise ValueError(f"'{value}' is not tool.action or tool.*; write e.g. invoices.list")
         return value
+
+    @model_validator(mode="after")
+    def _wildcards_are_plain(self) -> Grant:
+        if self.is_wildcard and self.where:
+            raise ValueError("a wildcard grant takes no where; name the action to constrain it")
+        return self
 
     @property
     def tool_name(self) -> str:

@@ -19,6 +19,7 @@ from broker.store import AuditRow, Store, StoreError
 from broker.v1 import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
+MAX_ARGUMENTS = 64 * 1024  # recorded as sent up to this size; the digest is always kept
 
 _DECISION: dict[int, str] = {
     pb.CallResult.DONE: "done",
@@ -76,6 +77,7 @@ def audit_row(call: Call, outcome: Outcome | None, failure: BaseException | None
         latency_us=(time.perf_counter_ns() - call.started_ns) // 1000,
         policy_hash=call.snapshot.policies.digest,
         detail=json.dumps(detail, separators=(",", ":")),
+        arguments=request.arguments_json if len(request.arguments_json) <= MAX_ARGUMENTS else "",
     )
 
 

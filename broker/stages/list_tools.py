@@ -19,8 +19,13 @@ class ListToolsStage:
                 description=action.spec.description or action.tool.description,
                 arguments_schema_json=json.dumps(action.validator.schema, sort_keys=True),
                 write=action.is_write,
-                needs_approval=False,  # approvals are not part of this broker yet
+                needs_approval=_may_need_approval(action.is_write, ref.grant.approval),
             )
-            for action, _grant in call.snapshot.policies.granted_actions(call.verified.agent)
+            for action, ref in call.snapshot.policies.granted_actions(call.verified.agent)
         ]
         return Outcome(tools=tools)
+
+
+def _may_need_approval(is_write: bool, approval: object) -> bool:
+    # a condition may or may not hold for a given call: say yes, the agent should expect it
+    return approval != "never" and (is_write or approval is not None)

@@ -1,0 +1,70 @@
+"""Re-deciding recorded calls under proposed policies: what would this change have done to
+yesterday's traffic?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker import errors
+from broker.policy.evaluate import Decision, PolicySet
+from broker.store import AuditRow, read_audit
+
+# Refusals that the policy made; any other refusal happened after the policy allowed the call.
+_POLICY_DENIALS = {
+    errors.UnknownTool.reason,
+    errors.ToolNotGranted.reason,
+    errors.InvalidArguments.reason,
+    errors.ArgumentNotAllowed.reason,
+}
+_HUMAN = {"pending", "approved", "denied", "expired"}
+_HUMAN_REASONS = {errors.ApprovalDenied.reason, errors.ApprovalExpired.reason}
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A recorded call whose decision would change."""
+
+    row: AuditRow
+    was: str
+    now: Decision
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """How many calls were re-decided, which would change, and which could not be."""
+
+    decided: int
+    changed: list[Replayed]
+    skipped: int  # arguments too large to have been recorded
+
+
+def recorded_outcome(row: AuditRow) -> str | None:
+    """What the policy said at the time: allow, approval or deny REASON; None when the call
+    never reached the policy (it failed authentication)."""
+    if row.rpc != "call" or not row.agent:
+        return None
+    if row.decision in _HUMAN or row.reason in _HUMAN_REASONS:
+        return "approval"
+    if row.decision == "refused" and row.reason in _POLICY_DENIALS:
+        return f"deny {row.reason}"
+    return "allow"
+
+
+def replay(database: Path, policies: PolicySet, since_ms: int) -> ReplayReport:
+    """Re-decide every call recorded since ``since_ms``; list those whose decision changes."""
+    decided = skipped = 0
+    changed: list[Replayed] = []
+    for row in read_audit(database, since_ms=since_ms):
+        was = recorded_outcome(row)
+        if was is None:
+            continue
+        if not row.arguments and row.args_digest:
+            skipped += 1
+            continue
+        decision = policies.decide(row.agent, row.tool, row.arguments)
+        decided += 1
+        now = decision.outcome if decision.outcome != "deny" else f"deny {decision.reason}"
+        if now != was:
+            changed.append(Replayed(row, was, decision))
+    return ReplayReport(decided, changed, skipped)
