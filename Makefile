@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/broker.yaml
 
-.PHONY: install run test demo bench lint proto clean
+.PHONY: install run sandbox-tools test demo bench lint proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## run: the example upstream and the broker with examples/broker.yaml; Ctrl-C stops both
-run: install
+run: install sandbox-tools
 	$(PY) examples/run_dev.py --config $(CONFIG)
+
+## sandbox-tools: bubblewrap (the sandbox) and pdftotext (an example tool), installed when
+## missing and we may (root with apt-get); otherwise say what to install
+sandbox-tools:
+	@command -v bwrap >/dev/null && command -v pdftotext >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && apt-get install -y -q bubblewrap poppler-utils util-linux; \
+	  else \
+	    echo "command tools need bubblewrap and poppler-utils: apt-get install bubblewrap poppler-utils"; \
+	  fi; }
 
 ## test: the whole suite (pytest's "no tests collected", exit 5, fails like any other error)
 test: install

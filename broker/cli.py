@@ -21,6 +21,7 @@ import uvloop
 
 from broker import errors
 from broker.client import BrokerClient, ToolError, pretty
+from broker.commands.secrets import add_secret_commands
 from broker.identity import AgentCredentials
 from broker.policy.commands import add_policy_commands
 from broker.policy.model import AGENT_ID
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     tools.set_defaults(handler=_tools)
 
     add_policy_commands(commands)
+    add_secret_commands(commands)
     return parser
 
 

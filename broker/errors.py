@@ -36,6 +36,7 @@ place, and the SDK turns that status back into the same class.
     │   ├── IdempotencyKeyReused             IDEMPOTENCY_KEY_REUSED
     │   ├── SandboxUnavailable               SANDBOX_UNAVAILABLE
     │   ├── Sealed                           SEALED
+    │   ├── SecretNotSet                     SECRET_NOT_SET
     │   └── UpstreamAddressRefused           UPSTREAM_ADDRESS_REFUSED (private address, not allowed)
     ├── Aborted                              ABORTED
     │   └── CallInProgress                   CALL_IN_PROGRESS
@@ -233,6 +234,10 @@ class SandboxUnavailable(FailedPrecondition):
 
 class Sealed(FailedPrecondition):
     reason = "SEALED"
+
+
+class SecretNotSet(FailedPrecondition):
+    reason = "SECRET_NOT_SET"
 
 
 class UpstreamAddressRefused(FailedPrecondition):

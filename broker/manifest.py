@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -19,31 +20,52 @@ from broker.units import Duration
 
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_ARGUMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+_RESERVED_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection"}
+T = TypeVar("T")
 
 
-class HttpAction(BaseModel):
-    """One action of an HTTP tool: a method and a path template under the tool's base_url."""
+class CredentialSlot(BaseModel):
+    """Where a tool takes a credential: a header, a query parameter, HTTP basic auth (the
+    secret is ``user:password``) or, for command tools, an environment variable. Each agent's
+    policy maps the slot to a secret of its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    header: str | None = Field(None, description="Header name, e.g. Authorization.")
+    value: str = Field("{secret}", description="Header value; {secret} stands for the secret.")
+    query: str | None = Field(None, description="Query parameter name.")
+    basic: bool = Field(False, description="HTTP basic auth; the secret is user:password.")
+    env: str | None = Field(None, description="Environment variable (command tools).")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> CredentialSlot:
+        places = [p for p in (self.header, self.query, self.env) if p is not None]
+        if len(places) + self.basic != 1:
+            raise ValueError("a credential slot names exactly one of header, query, basic, env")
+        if self.header is not None and not _HEADER.match(self.header):
+            raise ValueError(f"'{self.header}' is not a header name")
+        if self.header is not None and self.header.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"the broker sets {self.header} itself")
+        if self.value.count("{secret}") != 1:
+            raise ValueError("value must hold {secret} exactly once")
+        if self.env is not None and not re.match(r"^[A-Z_][A-Z0-9_]{0,63}$", self.env):
+            raise ValueError(f"'{self.env}' is not an environment variable name")
+        return self
+
+
+class Action(BaseModel):
+    """What every action has: whether it writes, a description, and its arguments' schema."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     effect: Literal["read", "write"] = Field(description="A write changes something upstream.")
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
-    path: str = Field(description="Path template; each {name} is a required string argument.")
     description: str = ""
     arguments: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON Schema (2020-12) of the arguments object.",
     )
-
-    @field_validator("path")
-    @classmethod
-    def _path_shape(cls, value: str) -> str:
-        if not value.startswith("/") or "?" in value or "#" in value:
-            raise ValueError("path must start with / and hold no ? or #; arguments fill {name}s")
-        for name in _PLACEHOLDER.findall(value):
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-                raise ValueError(f"placeholder {{{name}}} must be a plain argument name")
-        return value
 
     @field_validator("arguments")
     @classmethod
@@ -56,14 +78,37 @@ class HttpAction(BaseModel):
             raise ValueError("the arguments schema must have type: object")
         return value
 
+    @property
+    def is_write(self) -> bool:
+        """True when the action changes something upstream."""
+        return self.effect == "write"
+
+    def _require(self, names: list[str], where: str) -> None:
+        required = set(self.arguments.get("required", []))
+        for name in names:
+            if name not in required:
+                raise ValueError(f"{where} {{{name}}} must be listed in arguments.required")
+
+
+class HttpAction(Action):
+    """One action of an HTTP tool: a method and a path template under the tool's base_url."""
+
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+    path: str = Field(description="Path template; each {name} is a required string argument.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_shape(cls, value: str) -> str:
+        if not value.startswith("/") or "?" in value or "#" in value:
+            raise ValueError("path must start with / and hold no ? or #; arguments fill {name}s")
+        for name in _PLACEHOLDER.findall(value):
+            if not _ARGUMENT.match(name):
+                raise ValueError(f"placeholder {{{name}}} must be a plain argument name")
+        return value
+
     @model_validator(mode="after")
     def _placeholders_are_required(self) -> HttpAction:
-        required = set(self.arguments.get("required", []))
-        for name in self.placeholders:
-            if name not in required:
-                raise ValueError(
-                    f"path placeholder {{{name}}} must be listed in arguments.required"
-                )
+        self._require(self.placeholders, "path placeholder")
         return self
 
     @property
@@ -71,10 +116,61 @@ class HttpAction(BaseModel):
         """The argument names the path template takes."""
         return _PLACEHOLDER.findall(self.path)
 
+
+class CommandAction(Action):
+    """One action of a command tool: an argv (never a shell) run in the tool's sandbox. Each
+    ``{name}`` in an argv item is replaced by that argument's value, inside that one item."""
+
+    command: list[str] = Field(min_length=1, description="argv; {name} takes an argument.")
+    stdin: Literal["none", "json"] = Field(
+        "none", description="json: the arguments object is written to the tool's stdin."
+    )
+    paths: dict[str, str] = Field(
+        default_factory=dict,
+        description="argument -> folder: the argument is a path that must stay inside it.",
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _argv_shape(cls, value: list[str]) -> list[str]:
+        for item in value:
+            for name in _PLACEHOLDER.findall(item):
+                if not _ARGUMENT.match(name):
+                    raise ValueError(f"placeholder {{{name}}} must be a plain argument name")
+        if _PLACEHOLDER.search(value[0]):
+            raise ValueError("the program (the first item) cannot come from an argument")
+        return value
+
+    @model_validator(mode="after")
+    def _placeholders_are_required(self) -> CommandAction:
+        self._require(self.placeholders, "command placeholder")
+        for argument in self.paths:
+            if argument not in self.placeholders:
+                raise ValueError(f"paths names '{argument}', which the command does not take")
+        return self
+
     @property
-    def is_write(self) -> bool:
-        """True when the action changes something upstream."""
-        return self.effect == "write"
+    def placeholders(self) -> list[str]:
+        """The argument names the argv takes."""
+        return [name for item in self.command for name in _PLACEHOLDER.findall(item)]
+
+
+class SandboxConfig(BaseModel):
+    """What a command tool may use. Paths are bound at the same place inside the sandbox."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    network: bool = False
+    timeout: Duration = 10.0
+    cpu_seconds: int = Field(10, ge=1, le=3600)
+    memory_mb: int = Field(256, ge=16, le=65536)
+    max_file_mb: int = Field(16, ge=1, le=65536)
+    max_processes: int = Field(32, ge=1, le=4096)
+    max_stdout_kb: int = Field(1024, ge=1, le=65536)
+    max_stderr_kb: int = Field(64, ge=1, le=65536)
+    read_only: list[str] = Field(default_factory=list)
+    read_write: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
 
 
 class HttpTool(BaseModel):
@@ -91,6 +187,9 @@ class HttpTool(BaseModel):
     )
     timeout: Duration = Field(10.0, description="Upstream timeout, at most the caller's deadline.")
     max_response_bytes: int = Field(4 * 1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    credentials: dict[str, CredentialSlot] = Field(
+        default_factory=dict, description="Slot name -> where the credential goes."
+    )
     actions: dict[str, HttpAction] = Field(min_length=1)
 
     @field_validator("base_url")
@@ -106,13 +205,79 @@ class HttpTool(BaseModel):
     @field_validator("actions")
     @classmethod
     def _action_names(cls, value: dict[str, HttpAction]) -> dict[str, HttpAction]:
-        for name in value:
-            if not re.match(NAME, name):
-                raise ValueError(f"action name '{name}' must be lower-case letters, digits, _ or -")
+        return _names(value)
+
+    @field_validator("credentials")
+    @classmethod
+    def _http_slots(cls, value: dict[str, CredentialSlot]) -> dict[str, CredentialSlot]:
+        for slot, spec in _names(value).items():
+            if spec.env is not None:
+                raise ValueError(f"slot {slot}: env is for command tools; use header or query")
         return value
 
 
-ToolManifest = HttpTool
+class CommandTool(BaseModel):
+    """A manifest of ``kind: command``: local programs run one call at a time in a sandbox.
+    Relative paths (``./scripts``) are taken from the manifest's own folder."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=NAME, description="Equal to the file name without .yaml.")
+    kind: Literal["command"]
+    description: str = ""
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    credentials: dict[str, CredentialSlot] = Field(default_factory=dict)
+    actions: dict[str, CommandAction] = Field(min_length=1)
+
+    @field_validator("actions")
+    @classmethod
+    def _action_names(cls, value: dict[str, CommandAction]) -> dict[str, CommandAction]:
+        return _names(value)
+
+    @field_validator("credentials")
+    @classmethod
+    def _env_slots(cls, value: dict[str, CredentialSlot]) -> dict[str, CredentialSlot]:
+        for slot, spec in _names(value).items():
+            if spec.env is None:
+                raise ValueError(f"slot {slot}: a command tool takes credentials as env")
+        return value
+
+    def with_paths_from(self, folder: Path) -> CommandTool:
+        """This manifest with ``./`` and ``../`` paths resolved against ``folder``."""
+
+        def fix(path: str) -> str:
+            return str((folder / path).resolve()) if path.startswith(("./", "../")) else path
+
+        sandbox = self.sandbox.model_copy(
+            update={
+                "read_only": [fix(p) for p in self.sandbox.read_only],
+                "read_write": [fix(p) for p in self.sandbox.read_write],
+            }
+        )
+        actions = {
+            name: action.model_copy(
+                update={
+                    "command": [fix(item) for item in action.command],
+                    "paths": {arg: fix(root) for arg, root in action.paths.items()},
+                }
+            )
+            for name, action in self.actions.items()
+        }
+        return self.model_copy(update={"sandbox": sandbox, "actions": actions})
+
+
+ToolManifest = HttpTool | CommandTool
+MANIFEST_KINDS: dict[str, type[HttpTool] | type[CommandTool]] = {
+    "http": HttpTool,
+    "command": CommandTool,
+}
+
+
+def _names(value: dict[str, T]) -> dict[str, T]:
+    for name in value:
+        if not re.match(NAME, name):
+            raise ValueError(f"'{name}' must be lower-case letters, digits, _ or -")
+    return value
 
 
 @dataclass(frozen=True)
@@ -122,7 +287,7 @@ class ToolAction:
     full_name: str
     tool: ToolManifest
     name: str
-    spec: HttpAction
+    spec: HttpAction | CommandAction
     validator: jsonschema.protocols.Validator
 
     @property

@@ -18,6 +18,7 @@ from broker import errors
 from broker.identity import Verified
 from broker.manifest import ToolAction
 from broker.policy import GrantRef
+from broker.secrets import Injected
 from broker.snapshot import Snapshot
 from broker.v1 import broker_pb2 as pb
 
@@ -31,6 +32,7 @@ CALL_STAGES: tuple[str, ...] = (
     "validate",
     "constrain",
     "confirm",
+    "redact",
     "execute",
 )
 LIST_TOOLS_STAGES: tuple[str, ...] = ("audit", "verify", "list_tools")
@@ -64,7 +66,7 @@ class Call:
     grant: GrantRef | None = None
     arguments: dict[str, Any] | None = None
     args_digest: str = ""
-    outcome: Outcome | None = None
+    credentials: list[Injected] = field(default_factory=list)  # what execute put in
 
     @property
     def request(self) -> pb.CallRequest:

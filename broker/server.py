@@ -12,7 +12,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -22,6 +22,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from broker import errors
+from broker.adapters.command import CommandAdapter
 from broker.adapters.http import HttpAdapter
 from broker.identity import ReplayGuard
 from broker.pipeline import (
@@ -35,6 +36,7 @@ from broker.pipeline import (
     Stage,
     build_pipeline,
 )
+from broker.secrets import SecretBox, Vault, load_master_key
 from broker.settings import BrokerSettings
 from broker.snapshot import Snapshot, load_snapshot
 from broker.stages.audit import AuditStage
@@ -44,6 +46,7 @@ from broker.stages.constrain import ConstrainStage
 from broker.stages.execute import ExecuteStage
 from broker.stages.grant import GrantStage
 from broker.stages.list_tools import ListToolsStage
+from broker.stages.redact import RedactStage
 from broker.stages.validate import ValidateStage
 from broker.stages.verify import VerifyStage
 from broker.store import Store, StoreError
@@ -84,14 +87,17 @@ class DataDirLock:
 class Broker:
     """One broker process: state on disk, the files in force, pipelines and the gRPC server."""
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
+        self._env = dict(os.environ if env is None else env)
         self.snapshot: Snapshot | None = None
         self.port = 0
         self._lock = DataDirLock(settings.data_dir)
         self._store = Store(settings.database, durability=settings.durability)
         self._server: aio.Server | None = None
         self._http = HttpAdapter()
+        self._command = CommandAdapter(settings.bwrap)
+        self._vault: Vault | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
 
@@ -105,10 +111,17 @@ class Broker:
             raise errors.ConfigError(str(self.settings.data_dir), message) from None
         try:
             self.snapshot = load_snapshot(self.settings)
+            master_key = load_master_key(self.settings, self._env)
             try:
                 self._store.open()
             except StoreError as exc:
                 raise errors.ConfigError(str(self.settings.database), str(exc)) from None
+            self._vault = Vault(self._store, SecretBox(master_key) if master_key else None)
+            if master_key is None:
+                log.warning(
+                    "no master key: the broker is sealed; calls that need a credential "
+                    "will fail with SEALED"
+                )
             self._server = self._build_server(self._build_stages())
             await self._serve_health(self._server)
             self.port = self._bind(self._server)
@@ -168,6 +181,7 @@ class Broker:
     def _build_stages(self) -> dict[str, Stage]:
         window_ms = int(self.settings.request_window * 1000)
         replay = ReplayGuard(self._store, window_ms)
+        assert self._vault is not None
         return {
             "audit": AuditStage(self._store),
             "verify": VerifyStage(self.settings.broker_id, window_ms, replay),
@@ -175,7 +189,8 @@ class Broker:
             "validate": ValidateStage(),
             "constrain": ConstrainStage(),
             "confirm": ConfirmStage(),
-            "execute": ExecuteStage(self._http),
+            "redact": RedactStage(self._vault),
+            "execute": ExecuteStage(self._http, self._command, self._vault),
             "list_tools": ListToolsStage(),
             "await": AwaitStage(),
         }

@@ -46,6 +46,15 @@ class BrokerSettings(BaseModel):
         description="fsync: every audit row is on disk before its answer leaves (group commit). "
         "process: rows survive the broker being killed but not a power loss; faster.",
     )
+    master_key_file: Path | None = Field(
+        None,
+        description="File holding the master key (base64 of 32 bytes, mode 0600). The "
+        "BROKER_MASTER_KEY environment variable wins over it. Without either the broker is "
+        "sealed: calls that need a credential fail with SEALED.",
+    )
+    bwrap: str = Field(
+        "bwrap", description="The bubblewrap program that sandboxes command tools."
+    )
     reload_interval: Duration = Field(
         2.0,
         description="How often to look for changed policy and tool files (0s: only on SIGHUP). "
@@ -84,5 +93,8 @@ def load_settings(path: Path) -> BrokerSettings:
             "data_dir": (base / settings.data_dir).resolve(),
             "policies": (base / settings.policies).resolve(),
             "tools": (base / settings.tools).resolve(),
+            "master_key_file": (
+                (base / settings.master_key_file).resolve() if settings.master_key_file else None
+            ),
         }
     )

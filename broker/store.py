@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
@@ -65,6 +65,17 @@ MIGRATIONS: list[str] = [
     # 2: the arguments as the agent sent them, so a proposed policy can re-decide old calls
     """
     ALTER TABLE audit ADD COLUMN arguments TEXT NOT NULL DEFAULT '';
+    """,
+    # 3: secrets, encrypted (AES-256-GCM, the name bound as associated data); never plaintext
+    """
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        last_used_ms INTEGER
+    );
     """,
 ]
 
@@ -224,6 +235,28 @@ class Store:
         """Append one audit record; returns when it is durable."""
         await self._insert(_INSERT_AUDIT, tuple(getattr(row, name) for name in _AUDIT_COLUMNS))
 
+    # -- secrets -------------------------------------------------------------------------------
+
+    def changed_elsewhere(self) -> int:
+        """SQLite's data_version: it changes when another connection (the ``broker secrets``
+        command) commits, so cached secrets know to reload."""
+        assert self._conn is not None
+        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
+    def secret_rows(self) -> list[SecretRow]:
+        """Every stored secret, encrypted."""
+        assert self._conn is not None
+        return SecretTable(self._conn).rows()
+
+    def secret_used(self, name: str, now_ms: int) -> None:
+        """Note when a secret was last used; written with the next commit, nobody waits."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Nobody awaits this: mark any failure as seen (the audit row of the call reports a
+        # broken database on its own).
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._enqueue(_Pending(future, sql=_TOUCH_SECRET, values=(now_ms, name)))
+
     def recent_nonces(self, since_ms: int) -> dict[str, int]:
         """Accepted nonces recorded at or after ``since_ms``, with when they were recorded."""
         with _reader(self.path) as conn:
@@ -231,6 +264,93 @@ class Store:
                 "SELECT nonce, ts_ms FROM audit WHERE ts_ms >= ? AND nonce != ''", (since_ms,)
             )
             return dict(rows.fetchall())
+
+
+_TOUCH_SECRET = "UPDATE secrets SET last_used_ms = ? WHERE name = ?"  # noqa: S105 (SQL)
+
+
+@dataclass(frozen=True)
+class SecretRow:
+    """One stored secret: its name, the encrypted value and when it was made, changed, used."""
+
+    name: str
+    nonce: bytes
+    ciphertext: bytes
+    created_ms: int
+    updated_ms: int
+    last_used_ms: int | None
+
+
+class SecretTable:
+    """The SQL of the secrets table, on a connection the caller owns (the broker's, or the
+    ``broker secrets`` command's own)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> SecretTable:
+        """For the command line: connect (creating the database if need be) and migrate."""
+        try:
+            conn = connect(path)
+            migrate(conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from None
+        return cls(conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def rows(self) -> list[SecretRow]:
+        """Every secret, by name."""
+        query = "SELECT name, nonce, ciphertext, created_ms, updated_ms, last_used_ms FROM secrets"
+        try:
+            return [SecretRow(*row) for row in self._conn.execute(query + " ORDER BY name")]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read secrets: {exc}") from None
+
+    def put(
+        self, name: str, nonce: bytes, ciphertext: bytes, now_ms: int, *, replace: bool
+    ) -> bool:
+        """Store a new secret (``replace`` False) or a new value for an existing one (True);
+        False when the name was not in the state that asks for."""
+        try:
+            with self._transaction():
+                exists = self._conn.execute(
+                    "SELECT 1 FROM secrets WHERE name = ?", (name,)
+                ).fetchone()
+                if bool(exists) != replace:
+                    return False
+                self._conn.execute(
+                    "INSERT INTO secrets (name, nonce, ciphertext, created_ms, updated_ms) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET nonce = "
+                    "excluded.nonce, ciphertext = excluded.ciphertext, updated_ms = "
+                    "excluded.updated_ms",
+                    (name, nonce, ciphertext, now_ms, now_ms),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write secret {name}: {exc}") from None
+        return True
+
+    def delete(self, name: str) -> bool:
+        """Remove a secret; False when there was none."""
+        try:
+            with self._transaction():
+                cursor = self._conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot delete secret {name}: {exc}") from None
+        return cursor.rowcount > 0
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            _rollback(self._conn)
+            raise
+        self._conn.execute("COMMIT")
 
 
 def read_audit(

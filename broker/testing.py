@@ -145,8 +145,9 @@ class FakeUpstream:
 class RunningBroker:
     """A real broker (real gRPC server, real SQLite) on its own event loop in a thread."""
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, env: dict[str, str] | None = None) -> None:
         self.settings = settings
+        self.env = env or {}  # the broker sees only this environment, not the test process's
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: Broker | None = None
@@ -162,7 +163,7 @@ class RunningBroker:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._broker = Broker(self.settings)
+        self._broker = Broker(self.settings, self.env)
         try:
             asyncio.run_coroutine_threadsafe(self._broker.start(), self._loop).result(30)
         except BaseException:
@@ -253,9 +254,9 @@ class Workspace:
         }
         return load_settings(self.write("broker.yaml", config))
 
-    def broker(self, **overrides: Any) -> RunningBroker:
+    def broker(self, env: dict[str, str] | None = None, **overrides: Any) -> RunningBroker:
         """A broker on this workspace (start it with ``with``)."""
-        return RunningBroker(self.settings(**overrides))
+        return RunningBroker(self.settings(**overrides), env)
 
     @property
     def database(self) -> Path:

@@ -1,7 +1,9 @@
 """`make demo`: a short scripted agent against the broker that `make run` started.
 
-It shows what an agent sees: a read that succeeds, a tool it is not granted, a replayed request
-and an invalid argument, each refused with its own reason. Exits 1 if anything behaves otherwise.
+It shows what an agent sees: a read that succeeds (the broker adds the API key the agent never
+sees), a PDF read by a sandboxed tool, a path that tries to leave its folder, a tool it is not
+granted, a replayed request and an invalid argument, each refused with its own reason. Exits 1
+if anything behaves otherwise.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from pathlib import Path
 
 from broker import errors
 from broker.client import BrokerClient
+from broker.devmode import dev_key_path
 from broker.identity import AgentCredentials
 from broker.settings import load_settings
-from broker.snapshot import dev_key_path
 from broker.v1 import broker_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +52,14 @@ def main() -> int:
         )
         return f"DONE: {len(result.result['invoices'])} open invoices (call {result.call_id})"
 
+    def read_pdf() -> str:
+        result = client.call("docs.to_text", {"path": "invoice-0001.pdf"}, task_id="demo-1")
+        return f"DONE: {' '.join(str(result.result).split())!r} (pdftotext in a sandbox)"
+
+    def escape_folder() -> str:
+        client.call("docs.to_text", {"path": "../../../etc/passwd"}, task_id="demo-1")
+        return "DONE (the path should have been refused)"
+
     def send_mail() -> str:
         client.call(
             "mail.send", {"to": "a@example.com", "subject": "hi", "body": "hi"}, task_id="demo-1"
@@ -73,6 +83,8 @@ def main() -> int:
     try:
         results = [
             step("a read that is granted", read, "DONE"),
+            step("a supplier PDF read in the sandbox", read_pdf, "DONE"),
+            step("a path out of the documents folder", escape_folder, "INVALID_ARGUMENTS"),
             step("a tool that is not granted", send_mail, "TOOL_NOT_GRANTED"),
             step("the same signed request sent twice", replay, "REPLAYED_NONCE"),
             step("an argument of the wrong type", invalid, "INVALID_ARGUMENTS"),

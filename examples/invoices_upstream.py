@@ -3,16 +3,21 @@
     python examples/invoices_upstream.py --port 8081
 
 GET /invoices[?supplier=&status=], GET /invoices/{id}, POST /invoices/{id}/pay {"amount": "..."}.
-State lives in memory: this is an example upstream, not part of the broker.
+With INVOICES_API_KEY set, every request must carry ``Authorization: Bearer <that key>``: the
+broker injects it from its secret store; agents never see it. State lives in memory: this is an
+example upstream, not part of the broker.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
+import os
 from decimal import Decimal, InvalidOperation
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 INVOICES = {
     "INV-0001": {"supplier": "ACME Paper", "amount": "1200.00", "status": "open"},
@@ -21,8 +26,15 @@ INVOICES = {
 }
 
 
-def make_app() -> web.Application:
+def make_app(api_key: str | None = None) -> web.Application:
     invoices = {key: dict(value) for key, value in INVOICES.items()}
+
+    @web.middleware
+    async def require_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        sent = request.headers.get("Authorization", "")
+        if api_key and not hmac.compare_digest(sent.encode(), f"Bearer {api_key}".encode()):
+            return web.json_response({"error": "missing or wrong API key"}, status=401)
+        return await handler(request)
 
     async def list_invoices(request: web.Request) -> web.Response:
         supplier = request.query.get("supplier")
@@ -57,7 +69,7 @@ def make_app() -> web.Application:
         invoice["status"] = "paid"
         return web.json_response({"id": key, **invoice})
 
-    app = web.Application()
+    app = web.Application(middlewares=[require_key])
     app.add_routes(
         [
             web.get("/invoices", list_invoices),
@@ -73,7 +85,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     args = parser.parse_args()
-    web.run_app(make_app(), host=args.host, port=args.port, print=None, access_log=None)
+    app = make_app(os.environ.get("INVOICES_API_KEY"))
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

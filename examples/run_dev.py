@@ -8,6 +8,7 @@ data directory on first start; nothing needs to be set up by hand.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.settings import load_settings
-from broker.snapshot import dev_key_path
+from broker.devmode import dev_key_path, ensure_master_key_file, ensure_secret
+from broker.settings import BrokerSettings, load_settings
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,6 +39,14 @@ def wait_healthy(target: str, process: subprocess.Popen[bytes], seconds: float =
     return False
 
 
+def prepare(settings: BrokerSettings) -> str:
+    """A master key file and the example's API key in the secret store, made if missing; the
+    key's value goes to the example upstream only (agents never see it)."""
+    assert settings.master_key_file is not None
+    master_key = ensure_master_key_file(settings.master_key_file)
+    return ensure_secret(settings.database, master_key, "invoices-dev-key")
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -48,9 +57,11 @@ def main() -> int:
     parser.add_argument("--upstream-port", type=int, default=8081)
     args = parser.parse_args()
     settings = load_settings(args.config)
+    api_key = prepare(settings)
 
     upstream = subprocess.Popen(
-        [sys.executable, str(HERE / "invoices_upstream.py"), "--port", str(args.upstream_port)]
+        [sys.executable, str(HERE / "invoices_upstream.py"), "--port", str(args.upstream_port)],
+        env={**os.environ, "INVOICES_API_KEY": api_key},
     )
     broker = subprocess.Popen([sys.executable, "-m", "broker", "run", "--config", str(args.config)])
     children = (broker, upstream)

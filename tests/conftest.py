@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,18 @@ INVOICE_ACTIONS: dict[str, Any] = {
         },
     },
 }
+
+
+@pytest.fixture
+def world_readable() -> Iterator[Path]:
+    """A folder under /tmp that any uid can read: sandboxed tools run as an unprivileged uid,
+    and pytest's own tmp_path (mode 0700) is out of its reach."""
+    path = Path(tempfile.mkdtemp(prefix="toolbroker-test-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -261,3 +261,15 @@ def test_no_answer_leaves_without_its_audit_row(
     # once the database is free again, calls are audited and answered
     result = client.call("invoices.list", {})
     assert read_audit(ws.database, result.call_id)[0].decision == "done"
+
+
+def test_line_breaks_in_arguments_cannot_add_headers(
+    client: BrokerClient, upstream: FakeUpstream
+) -> None:
+    client.call("invoices.get", {"id": "x\r\nX-Injected: 1"})
+    client.call("invoices.list", {"supplier": "a\r\nX-Injected: 2"})
+    first, second = upstream.requests
+    assert first.path == "/invoices/x%0D%0AX-Injected%3A%201"
+    assert second.query == [("supplier", "a\r\nX-Injected: 2")]  # encoded on the wire, intact
+    assert "x-injected" not in first.headers
+    assert "x-injected" not in second.headers

@@ -3,15 +3,16 @@ agent sees every outcome it promises against the example upstream."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import pytest
 import yaml
 
 from broker.settings import load_settings
@@ -27,24 +28,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def example_upstream() -> Iterator[str]:
-    port = _free_port()
+def _start_upstream(port: int, api_key: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples/invoices_upstream.py"), "--port", str(port)]
+        [sys.executable, str(ROOT / "examples/invoices_upstream.py"), "--port", str(port)],
+        env={**os.environ, "INVOICES_API_KEY": api_key},
     )
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.1)  # the upstream is starting; bounded by the deadline above
+    process.terminate()
+    raise RuntimeError("the example upstream did not start")
 
 
 def test_the_repository_files_load() -> None:
@@ -54,34 +51,57 @@ def test_the_repository_files_load() -> None:
     assert snapshot.catalog.get("invoices.pay") is not None
 
 
-def test_the_demo_agent_sees_each_outcome(tmp_path: Path, example_upstream: str) -> None:
-    shutil.copytree(ROOT / "policies", tmp_path / "policies")
-    shutil.copytree(ROOT / "tools", tmp_path / "tools")
-    manifest = yaml.safe_load((tmp_path / "tools/invoices.yaml").read_text())
-    manifest["base_url"] = example_upstream
-    (tmp_path / "tools/invoices.yaml").write_text(yaml.safe_dump(manifest))
+def test_the_demo_agent_sees_each_outcome(world_readable: Path) -> None:
+    root = world_readable
+    for folder in ("policies", "tools", "examples/docs"):
+        shutil.copytree(ROOT / folder, root / folder)
+    port = _free_port()
+    manifest = yaml.safe_load((root / "tools/invoices.yaml").read_text())
+    manifest["base_url"] = f"http://127.0.0.1:{port}"
+    (root / "tools/invoices.yaml").write_text(yaml.safe_dump(manifest))
     config = yaml.safe_load((ROOT / "examples/broker.yaml").read_text())
     config.update(
-        listen=f"127.0.0.1:{_free_port()}", data_dir="data", policies="policies", tools="tools"
+        listen=f"127.0.0.1:{_free_port()}",
+        data_dir="data",
+        policies="policies",
+        tools="tools",
+        master_key_file="data/master.key",
     )
-    (tmp_path / "broker.yaml").write_text(yaml.safe_dump(config))
+    (root / "broker.yaml").write_text(yaml.safe_dump(config))
+    settings = load_settings(root / "broker.yaml")
+    api_key = _run_dev().prepare(settings)
 
-    with RunningBroker(load_settings(tmp_path / "broker.yaml")):
-        demo = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "examples/demo_agent.py"),
-                "--config",
-                str(tmp_path / "broker.yaml"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    upstream = _start_upstream(port, api_key)
+    try:
+        with RunningBroker(settings):
+            demo = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "examples/demo_agent.py"),
+                    "--config",
+                    str(root / "broker.yaml"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    for reason in ("DONE", "TOOL_NOT_GRANTED", "REPLAYED_NONCE", "INVALID_ARGUMENTS"):
+    for reason in ("DONE", "INVALID_ARGUMENTS", "TOOL_NOT_GRANTED", "REPLAYED_NONCE"):
         assert f"-> {reason}" in demo.stdout
+    assert "INVOICE INV-0001" in demo.stdout
+    assert api_key not in demo.stdout + demo.stderr
+
+
+def _run_dev() -> Any:
+    spec = importlib.util.spec_from_file_location("run_dev", ROOT / "examples/run_dev.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_the_example_workflow_runs_check_test_and_diff() -> None:

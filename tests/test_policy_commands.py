@@ -166,6 +166,9 @@ def _policy_set(root: Path, policies: dict[str, object]) -> None:
     (root / "policies").mkdir(parents=True)
     shutil.copytree(ROOT / "tools", root / "tools")
     for agent, policy in policies.items():
+        grants = " ".join(g["tool"] for g in policy.get("grants", []))  # type: ignore[attr-defined]
+        if "invoices." in grants:  # the repository's invoices tool takes an API key
+            policy = {**policy, "credentials": {"invoices.api_key": f"{agent}-key"}}  # type: ignore[dict-item]
         (root / "policies" / f"{agent}.yaml").write_text(yaml.safe_dump(policy))
 
 
@@ -251,7 +254,11 @@ def test_diff_against_a_git_ref(
     subprocess.run([*git, "commit", "-qm", "base"], check=True)
     (tmp_path / "policies/a.yaml").write_text(
         yaml.safe_dump(
-            {"agent": "a", "grants": [{"tool": "invoices.list"}, {"tool": "invoices.pay"}]}
+            {
+                "agent": "a",
+                "grants": [{"tool": "invoices.list"}, {"tool": "invoices.pay"}],
+                "credentials": {"invoices.api_key": "a-key"},
+            }
         )
     )
     monkeypatch.chdir(tmp_path)

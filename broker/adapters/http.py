@@ -15,10 +15,12 @@ are translated here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -30,8 +32,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from broker import errors, jsonexact
-from broker.manifest import HttpTool, ToolAction
+from broker.manifest import HttpAction, HttpTool, ToolAction
 from broker.pipeline import Outcome
+from broker.secrets import Injected
 from broker.v1 import broker_pb2 as pb
 
 USER_AGENT = "toolbroker/0.1"
@@ -56,12 +59,18 @@ class HttpAdapter:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
 
     async def send(
-        self, action: ToolAction, arguments: dict[str, Any], time_left: float | None
+        self,
+        action: ToolAction,
+        arguments: dict[str, Any],
+        time_left: float | None,
+        credentials: Sequence[Injected] = (),
     ) -> HttpResponse:
         """Send one call; raises UpstreamTimeout, UpstreamUnavailable or
-        UpstreamAddressRefused, never an aiohttp exception."""
+        UpstreamAddressRefused, never an aiohttp exception. Credentials are put in last, into
+        this request only."""
         tool = action.tool
         assert isinstance(tool, HttpTool)
+        assert isinstance(action.spec, HttpAction)
         timeout = tool.timeout if time_left is None else min(tool.timeout, time_left)
         if timeout <= 0:
             raise errors.UpstreamTimeout("the caller's deadline passed before the upstream call")
@@ -70,6 +79,7 @@ class HttpAdapter:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        _inject(credentials, headers, query)
         try:
             async with session.request(
                 action.spec.method,
@@ -105,10 +115,15 @@ class HttpAdapter:
             ) from None
 
     async def execute(
-        self, action: ToolAction, arguments: dict[str, Any], time_left: float | None
+        self,
+        action: ToolAction,
+        arguments: dict[str, Any],
+        time_left: float | None,
+        credentials: Sequence[Injected] = (),
     ) -> Outcome:
         """Send the call and say what its answer means for the agent."""
-        return interpret(action.tool.name, await self.send(action, arguments, time_left))
+        response = await self.send(action, arguments, time_left, credentials)
+        return interpret(action.tool.name, response)
 
     def _session(self, tool: HttpTool) -> aiohttp.ClientSession:
         session = self._sessions.get(tool.name)
@@ -137,6 +152,24 @@ class HttpAdapter:
             await session.close()
 
 
+def _inject(
+    credentials: Sequence[Injected], headers: dict[str, str], query: list[tuple[str, str]]
+) -> None:
+    for injected in credentials:
+        value = injected.value
+        if any(c in value for c in "\r\n\0"):
+            raise errors.SecretNotSet(
+                f"secret '{injected.secret.name}' holds a line break; set it again as one line"
+            )
+        if injected.spec.header is not None:
+            headers[injected.spec.header] = value
+        elif injected.spec.query is not None:
+            query.append((injected.spec.query, value))
+        elif injected.spec.basic:  # the secret is user:password
+            token = base64.b64encode(injected.secret.value.encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+
+
 def build_request(
     action: ToolAction, arguments: dict[str, Any]
 ) -> tuple[URL, list[tuple[str, str]], bytes | None]:
@@ -144,6 +177,8 @@ def build_request(
     rest go in the query for GET and DELETE, in a JSON body otherwise."""
     spec = action.spec
     tool = action.tool
+    assert isinstance(spec, HttpAction)
+    assert isinstance(tool, HttpTool)
     path = spec.path
     rest = dict(arguments)
     for name in spec.placeholders:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from broker.errors import ConfigError
-from broker.manifest import ToolCatalog, ToolManifest
+from broker.manifest import MANIFEST_KINDS, CommandTool, ToolCatalog, ToolManifest
 from broker.policy.evaluate import PolicySet
 from broker.policy.model import Grant, Policy
 from broker.yamlfile import Loc, Located, read_located, validate_located
@@ -100,9 +100,13 @@ def check_files(policy_paths: Iterable[Path], tool_paths: Iterable[Path]) -> Fil
     digest = hashlib.sha256()
     for path in tool_paths:
         _hash_file(digest, "tools", path)
-        loaded = _load(path, ToolManifest, files, key="name", kind="tool")
+        loaded = _load(path, _manifest_model, files, key="name", kind="tool")
         if loaded is not None:
-            files.tools.append(loaded[1])
+            tool = loaded[1]
+            if isinstance(tool, CommandTool):
+                tool = tool.with_paths_from(path.parent)
+                _check_sandbox(files, path, loaded[0], tool)
+            files.tools.append(tool)
     catalog = ToolCatalog(files.tools)
     seen_keys: dict[str, str] = {}
     for path in policy_paths:
@@ -119,7 +123,9 @@ def check_files(policy_paths: Iterable[Path], tool_paths: Iterable[Path]) -> Fil
                 _add(files, "error", path, doc, ("keys", index, "id"), message)
             seen_keys[key.id] = policy.agent
         _check_grants(files, path, doc, policy, catalog)
+        _check_credentials(files, path, doc, policy, catalog)
         files.policies.append(policy)
+    _check_shared_secrets(files, policy_paths_by_agent(files.policies, policy_paths))
     files.digest = digest.hexdigest()
     return files
 
@@ -132,12 +138,24 @@ def _hash_file(digest: Any, kind: str, path: Path) -> None:
     digest.update(f"{kind}/{path.name}".encode() + b"\0" + hashlib.sha256(content).digest())
 
 
+def _manifest_model(doc: Located, path: Path) -> Any:
+    kind = doc.data.get("kind") if isinstance(doc.data, dict) else None
+    model = MANIFEST_KINDS.get(str(kind))
+    if model is None:
+        line, column = doc.where(("kind",)) or (1, 1)
+        raise ConfigError(
+            str(path), f"kind must be one of: {', '.join(MANIFEST_KINDS)}", line, column
+        )
+    return model
+
+
 def _load(
     path: Path, model: Any, files: FileSet, *, key: str, kind: str
 ) -> tuple[Located, Any] | None:
     try:
         doc = read_located(path)
-        loaded = validate_located(doc, str(path), model)
+        chosen = model(doc, path) if callable(model) and not isinstance(model, type) else model
+        loaded = validate_located(doc, str(path), chosen)
     except ConfigError as exc:
         files.problems.append(Problem("error", exc.path, exc.line, exc.column, exc.message))
         return None
@@ -272,3 +290,98 @@ def _schema_at(schema: dict[str, Any], dotted: str) -> dict[str, Any] | None:
             return None
         current = properties[part]
     return current
+
+
+def _check_sandbox(files: FileSet, path: Path, doc: Located, tool: CommandTool) -> None:
+    bound = [*tool.sandbox.read_only, *tool.sandbox.read_write]
+    for name, action in tool.actions.items():
+        for argument, root in action.paths.items():
+            if not any(root == b or root.startswith(b.rstrip("/") + "/") for b in bound):
+                _add(
+                    files,
+                    "error",
+                    path,
+                    doc,
+                    ("actions", name, "paths", argument),
+                    f"{root} is not bound into the sandbox; add it to sandbox.read_only",
+                )
+    for index, folder in enumerate(bound):
+        if not Path(folder).is_absolute():
+            _add(
+                files,
+                "error",
+                path,
+                doc,
+                ("sandbox",),
+                f"sandbox path {index} '{folder}' must be absolute or start with ./ or ../",
+            )
+
+
+def _check_credentials(
+    files: FileSet, path: Path, doc: Located, policy: Policy, catalog: ToolCatalog
+) -> None:
+    for key in policy.credentials:
+        tool_name, slot = key.split(".", 1)
+        tool = catalog.tools.get(tool_name)
+        if tool is None or slot not in tool.credentials:
+            known = ", ".join(sorted(tool.credentials)) if tool else "no such tool"
+            _add(
+                files,
+                "error",
+                path,
+                doc,
+                ("credentials", key),
+                f"unknown credential slot '{key}' ({tool_name} has: {known or 'none'})",
+            )
+    needed: dict[str, int] = {}
+    for index, grant in enumerate(policy.grants):
+        tool = catalog.tools.get(grant.tool_name)
+        if tool is not None:
+            for slot in tool.credentials:
+                needed.setdefault(f"{tool.name}.{slot}", index)
+    for key, index in needed.items():
+        if key not in policy.credentials:
+            _add(
+                files,
+                "error",
+                path,
+                doc,
+                ("grants", index, "tool"),
+                f"the grant needs credential slot '{key}'; map it to a secret under credentials",
+            )
+
+
+def policy_paths_by_agent(policies: list[Policy], paths: Iterable[Path]) -> dict[str, Path]:
+    """Which file each agent came from."""
+    by_stem = {path.stem: path for path in paths}
+    return {p.agent: by_stem[p.agent] for p in policies if p.agent in by_stem}
+
+
+def _check_shared_secrets(files: FileSet, paths: dict[str, Path]) -> None:
+    """One secret mapped for two agents is an error unless every mapping says shared: true:
+    a compromised agent must not hold another agent's access by accident."""
+    users: dict[str, list[tuple[str, str, bool]]] = {}
+    for policy in files.policies:
+        for key, entry in policy.credentials.items():
+            name = entry if isinstance(entry, str) else entry.secret
+            shared = not isinstance(entry, str) and entry.shared
+            users.setdefault(name, []).append((policy.agent, key, shared))
+    for secret, uses in sorted(users.items()):
+        agents = sorted({agent for agent, _, _ in uses})
+        if len(agents) < 2:
+            continue
+        for agent, key, shared in uses:
+            if not shared and agent in paths:
+                others = ", ".join(a for a in agents if a != agent)
+                message = (
+                    f"secret '{secret}' is also mapped for {others}; give each agent its own "
+                    "secret, or write {secret: ..., shared: true}"
+                )
+                _add(
+                    files,
+                    "error",
+                    paths[agent],
+                    read_located(paths[agent]),
+                    ("credentials", key),
+                    message,
+                )

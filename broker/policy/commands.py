@@ -16,12 +16,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import Field, TypeAdapter
 
 from broker.errors import ConfigError
-from broker.manifest import ToolManifest
+from broker.manifest import CommandTool, HttpTool
 from broker.policy.check import FileSet, check_files, check_folders
 from broker.policy.diff import diff_sets, markdown
 from broker.policy.evaluate import PolicySet
@@ -31,10 +31,10 @@ from broker.policy.testfile import PolicyTestFile, run_test_file
 from broker.settings import BrokerSettings, load_settings
 from broker.units import parse_duration
 
-SCHEMAS: dict[str, type[BaseModel]] = {
+SCHEMAS: dict[str, Any] = {
     "policy": Policy,
     "policy-test": PolicyTestFile,
-    "tool": ToolManifest,
+    "tool": Annotated[HttpTool | CommandTool, Field(discriminator="kind")],
     "broker-config": BrokerSettings,
 }
 
@@ -339,6 +339,6 @@ def _schema(args: argparse.Namespace) -> int:
 
 def json_schema(kind: str) -> str:
     """The JSON Schema of one file kind, as text."""
-    schema = SCHEMAS[kind].model_json_schema(mode="validation")
+    schema = TypeAdapter(SCHEMAS[kind]).json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"

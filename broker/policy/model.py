@@ -119,6 +119,20 @@ class Grant(BaseModel):
         return self.action_name == "*"
 
 
+SECRET_NAME = r"^[a-z0-9][a-z0-9_.-]{0,127}$"  # noqa: S105 (a name pattern, not a secret)
+SecretName = Annotated[str, Field(pattern=SECRET_NAME)]
+SlotName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}\.[a-z][a-z0-9_-]{0,62}$")]
+
+
+class SharedSecret(BaseModel):
+    """A secret that more than one agent may use, said out loud: ``{secret: x, shared: true}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secret: SecretName
+    shared: bool = False
+
+
 class Policy(BaseModel):
     """Everything one agent may do. Anything not granted here is refused."""
 
@@ -129,3 +143,12 @@ class Policy(BaseModel):
     owner: str = Field("", description="Who answers for this agent (a team or a person).")
     keys: list[AgentKey] = Field(default_factory=list)
     grants: list[Grant] = Field(default_factory=list)
+    credentials: dict[SlotName, SecretName | SharedSecret] = Field(
+        default_factory=dict,
+        description="tool.slot -> the name of a secret in the broker's store.",
+    )
+
+    def secret_for(self, tool: str, slot: str) -> str | None:
+        """The secret this agent uses for ``tool``'s ``slot``, or None."""
+        entry = self.credentials.get(f"{tool}.{slot}")
+        return entry.secret if isinstance(entry, SharedSecret) else entry

@@ -60,6 +60,11 @@ def audit_row(call: Call, outcome: Outcome | None, failure: BaseException | None
     """The record of one request, from what the stages learned."""
     request = call.request
     decision, reason, detail = _decision(outcome, failure)
+    if call.credentials:  # names and fingerprints, never values
+        detail["credentials"] = [
+            {"slot": c.slot, "secret": c.secret.name, "fingerprint": c.secret.fingerprint}
+            for c in call.credentials
+        ]
     return AuditRow(
         ts_ms=time.time_ns() // 1_000_000,
         call_id=call.call_id,
@@ -95,6 +100,10 @@ def _decision(
     detail: dict[str, object] = {}
     if outcome.tools is not None:
         detail["tools"] = len(outcome.tools)
+    if outcome.findings:
+        detail["findings"] = [
+            {"kind": f.kind, "path": f.path, "detail": f.detail} for f in outcome.findings
+        ]
     return _DECISION.get(outcome.state, "done"), "", detail
 
 

@@ -17,9 +17,9 @@ import aiohttp
 import uvloop
 
 from broker.client import AsyncBrokerClient
+from broker.devmode import dev_key_path
 from broker.identity import AgentCredentials
 from broker.settings import load_settings
-from broker.snapshot import dev_key_path
 from tests.bench.harness import (
     Sample,
     broker_process,

@@ -1,0 +1,1 @@
+"""Subcommand groups of the ``broker`` command, one module each."""

@@ -1,0 +1,172 @@
+"""``broker secrets set|rotate|list|delete`` and ``broker audit fingerprint``.
+
+Values come from stdin or a prompt, never from argv (argv shows in ``ps`` and shell history).
+These commands open the broker's database themselves; a running broker sees the change on its
+next call that needs the secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from broker.errors import ConfigError
+from broker.policy.model import SECRET_NAME
+from broker.redact import MIN_SECRET_LENGTH
+from broker.secrets import SecretBox, load_master_key
+from broker.settings import load_settings
+from broker.store import SecretTable, read_audit
+
+
+def add_secret_commands(commands: Any) -> None:
+    """Register ``broker secrets`` and ``broker audit fingerprint``."""
+    secrets = commands.add_parser("secrets", help="the broker's encrypted secrets")
+    sub = secrets.add_subparsers(dest="secrets_command", required=True)
+    for name, help_text in (
+        ("set", "store a new secret (value from stdin or a prompt)"),
+        ("rotate", "give an existing secret a new value (stdin or a prompt)"),
+        ("delete", "remove a secret"),
+    ):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("name")
+        command.add_argument("--config", type=Path, required=True)
+        command.set_defaults(handler=_HANDLERS[name])
+    listing = sub.add_parser("list", help="names and dates, never values")
+    listing.add_argument("--config", type=Path, required=True)
+    listing.add_argument("--format", choices=("text", "json"), default="text")
+    listing.set_defaults(handler=_list)
+
+    audit = commands.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    fingerprint = audit_sub.add_parser(
+        "fingerprint", help="was this value used? (value from stdin; calls that used it)"
+    )
+    fingerprint.add_argument("--config", type=Path, required=True)
+    fingerprint.set_defaults(handler=_fingerprint)
+
+
+def _box(args: argparse.Namespace) -> tuple[SecretBox, Any]:
+    settings = load_settings(args.config)
+    key = load_master_key(settings, os.environ)
+    if key is None:
+        raise ConfigError(
+            str(args.config),
+            "no master key: set BROKER_MASTER_KEY or master_key_file in the config",
+        )
+    return SecretBox(key), settings
+
+
+def _read_value(name: str) -> str:
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"value of {name}: ")
+        if getpass.getpass("again: ") != value:
+            raise ConfigError(name, "the two entries differ; nothing was stored")
+    else:
+        value = sys.stdin.read()
+        value = value[:-1] if value.endswith("\n") else value
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(name, f"a secret has at least {MIN_SECRET_LENGTH} characters")
+    if any(c in value for c in "\r\n\0"):
+        raise ConfigError(name, "a secret is one line: no line breaks or NUL bytes")
+    return value
+
+
+def _put(args: argparse.Namespace, *, replace: bool) -> int:
+    if not re.match(SECRET_NAME, args.name):
+        raise ConfigError(args.name, "secret names are lower-case letters, digits, . _ and -")
+    box, settings = _box(args)
+    value = _read_value(args.name)
+    nonce, ciphertext = box.seal(args.name, value.encode())
+    table = SecretTable.open(settings.database)
+    try:
+        done = table.put(args.name, nonce, ciphertext, int(time.time() * 1000), replace=replace)
+    finally:
+        table.close()
+    if not done:
+        hint = "use: broker secrets set" if replace else "use: broker secrets rotate"
+        state = "no secret" if replace else "a secret"
+        raise ConfigError(args.name, f"there is {state} with this name; {hint}")
+    verb = "rotated" if replace else "stored"
+    print(
+        f"{verb} {args.name} (fingerprint {box.fingerprint(value.encode())[:16]})", file=sys.stderr
+    )
+    return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    return _put(args, replace=False)
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    return _put(args, replace=True)
+
+
+def _delete(args: argparse.Namespace) -> int:
+    table = SecretTable.open(load_settings(args.config).database)
+    try:
+        if not table.delete(args.name):
+            raise ConfigError(args.name, "there is no secret with this name")
+    finally:
+        table.close()
+    print(f"deleted {args.name}", file=sys.stderr)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    table = SecretTable.open(load_settings(args.config).database)
+    try:
+        rows = table.rows()
+    finally:
+        table.close()
+    entries = [
+        {
+            "name": r.name,
+            "created": _when(r.created_ms),
+            "updated": _when(r.updated_ms),
+            "last_used": _when(r.last_used_ms),
+        }
+        for r in rows
+    ]
+    if args.format == "json":
+        print(json.dumps(entries, indent=2))
+        return 0
+    for entry in entries:
+        print(
+            f"{entry['name']:32} created {entry['created']}  updated {entry['updated']}  "
+            f"last used {entry['last_used'] or 'never'}"
+        )
+    return 0
+
+
+def _when(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    box, settings = _box(args)
+    value = _read_value("value")
+    fingerprint = box.fingerprint(value.encode())
+    print(f"fingerprint {fingerprint}")
+    used = (
+        [row for row in read_audit(settings.database) if fingerprint in row.detail]
+        if settings.database.exists()
+        else []
+    )
+    for row in used:
+        print(f"used by call {row.call_id} ({row.agent} {row.tool} at {_when(row.ts_ms)})")
+    if not used:
+        print("no audited call used this value")
+    return 0
+
+
+_HANDLERS = {"set": _set, "rotate": _rotate, "delete": _delete}
