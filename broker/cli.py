@@ -21,6 +21,7 @@ import uvloop
 
 from broker import errors
 from broker.client import BrokerClient, ToolError, pretty
+from broker.commands.admin import add_admin_commands
 from broker.commands.secrets import add_secret_commands
 from broker.identity import AgentCredentials
 from broker.policy.commands import add_policy_commands
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_policy_commands(commands)
     add_secret_commands(commands)
+    add_admin_commands(commands)
     return parser
 
 

@@ -9,18 +9,21 @@
 
 Every refusal arrives as a ``broker.errors.BrokerError`` subclass carrying the stable ``reason``
 (``RateLimited``, ``ToolNotGranted``, ...) and ``retry_after`` where the broker knows one. A
-tool's own failure (an upstream 404) raises ``ToolError`` with the tool's answer. Nothing that
-went wrong is ever handed back as a result. ``AsyncBrokerClient`` is the same for asyncio.
+tool's own failure (an upstream 404) raises ``ToolError`` with the tool's answer. A call that
+waits for a human is awaited until the policy's escalation time, then ``ApprovalPending`` says
+to stop and wait. Nothing that went wrong is ever handed back as a result.
+``AsyncBrokerClient`` is the same for asyncio.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 from grpc import aio
@@ -30,6 +33,7 @@ from broker.identity import AgentCredentials
 from broker.v1 import broker_pb2 as pb
 
 SERVICE = "/broker.v1.ToolBroker/"
+ADMIN_SERVICE = "/broker.v1.Admin/"
 _RESPONSES: dict[str, Any] = {
     "Call": pb.CallResult,
     "Await": pb.CallResult,
@@ -62,6 +66,19 @@ class ToolError(Exception):
             f"the tool failed with status {result.upstream_status} (call {result.call_id})"
         )
         self.result = result
+
+
+class ApprovalPending(Exception):
+    """The call waits for a human and nobody has decided yet: stop and wait. Resume later with
+    ``await_call(call_id)``, or by calling again with the same idempotency key (the same
+    pending call, never a second approval)."""
+
+    def __init__(self, call_id: str, note: str, escalate_at_ms: int, expires_at_ms: int) -> None:
+        super().__init__(f"call {call_id} waits for approval: {note}")
+        self.call_id = call_id
+        self.note = note
+        self.escalate_at_ms = escalate_at_ms
+        self.expires_at_ms = expires_at_ms
 
 
 class _Signer:
@@ -110,6 +127,10 @@ class _Signer:
 
 
 def _result(message: pb.CallResult) -> ToolResult:
+    if message.state == pb.CallResult.PENDING_APPROVAL:
+        raise ApprovalPending(
+            message.call_id, message.approval_note, message.escalate_at_ms, message.expires_at_ms
+        )
     result = ToolResult(
         call_id=message.call_id,
         state=pb.CallResult.State.Name(message.state),
@@ -160,19 +181,32 @@ class BrokerClient:
         task_id: str = "",
         intent: str = "",
         timeout: float | None = None,
+        wait_for_approval: bool = True,
     ) -> ToolResult:
-        """Call ``tool`` (``"tool.action"``) with ``arguments`` (a mapping or JSON text)."""
+        """Call ``tool`` (``"tool.action"``) with ``arguments`` (a mapping or JSON text). A
+        call that needs a human is awaited until the policy's escalate_after; then (or at once
+        with ``wait_for_approval=False``) ApprovalPending is raised."""
         signed = self.signer.call(
             tool, arguments, idempotency_key=idempotency_key, task_id=task_id, intent=intent
         )
-        return _result(self.send("Call", signed, timeout))
+        try:
+            return _result(self.send("Call", signed, timeout))
+        except ApprovalPending as pending:
+            if not wait_for_approval:
+                raise
+            while _waiting_ms(pending) > 0:
+                try:
+                    return self.await_call(pending.call_id, min(_waiting_ms(pending), 30_000))
+                except ApprovalPending as again:
+                    pending = again
+            raise
 
     def list_tools(self, timeout: float | None = None) -> list[pb.ToolInfo]:
         """The tool actions this agent may call."""
         return list(self.send("ListTools", self.signer.list_tools(), timeout).tools)
 
     def await_call(self, call_id: str, wait_ms: int = 30_000) -> ToolResult:
-        """Wait for a pending call's outcome."""
+        """Wait for a pending call's outcome; ApprovalPending while it is still undecided."""
         timeout = wait_ms / 1000 + self.timeout
         return _result(self.send("Await", self.signer.await_call(call_id, wait_ms), timeout))
 
@@ -233,19 +267,32 @@ class AsyncBrokerClient:
         task_id: str = "",
         intent: str = "",
         timeout: float | None = None,
+        wait_for_approval: bool = True,
     ) -> ToolResult:
-        """Call ``tool`` (``"tool.action"``) with ``arguments`` (a mapping or JSON text)."""
+        """Call ``tool`` (``"tool.action"``) with ``arguments`` (a mapping or JSON text). A
+        call that needs a human is awaited until the policy's escalate_after; then (or at once
+        with ``wait_for_approval=False``) ApprovalPending is raised."""
         signed = self.signer.call(
             tool, arguments, idempotency_key=idempotency_key, task_id=task_id, intent=intent
         )
-        return _result(await self.send("Call", signed, timeout))
+        try:
+            return _result(await self.send("Call", signed, timeout))
+        except ApprovalPending as pending:
+            if not wait_for_approval:
+                raise
+            while _waiting_ms(pending) > 0:
+                try:
+                    return await self.await_call(pending.call_id, min(_waiting_ms(pending), 30_000))
+                except ApprovalPending as again:
+                    pending = again
+            raise
 
     async def list_tools(self, timeout: float | None = None) -> list[pb.ToolInfo]:
         """The tool actions this agent may call."""
         return list((await self.send("ListTools", self.signer.list_tools(), timeout)).tools)
 
     async def await_call(self, call_id: str, wait_ms: int = 30_000) -> ToolResult:
-        """Wait for a pending call's outcome."""
+        """Wait for a pending call's outcome; ApprovalPending while it is still undecided."""
         timeout = wait_ms / 1000 + self.timeout
         signed = self.signer.await_call(call_id, wait_ms)
         return _result(await self.send("Await", signed, timeout))
@@ -270,6 +317,78 @@ class AsyncBrokerClient:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+class AdminClient:
+    """The operators' client for the admin service (the ``broker`` CLI uses it): signs with an
+    admin key, which the broker makes in its data directory on first start."""
+
+    _METHODS: ClassVar[dict[str, Any]] = {
+        "Freeze": pb.AdminResult,
+        "Unfreeze": pb.AdminResult,
+        "ListApprovals": pb.ApprovalList,
+        "Decide": pb.AdminResult,
+    }
+
+    def __init__(
+        self, target: str, credentials: AgentCredentials, *, broker_id: str, timeout: float = 30.0
+    ) -> None:
+        self.credentials = credentials
+        self.broker_id = broker_id
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._stubs = {
+            method: self._channel.unary_unary(
+                ADMIN_SERVICE + method,
+                request_serializer=pb.SignedRequest.SerializeToString,
+                response_deserializer=response.FromString,
+            )
+            for method, response in self._METHODS.items()
+        }
+
+    def freeze(self, agent: str = "", *, everyone: bool = False, reason: str = "") -> str:
+        """Freeze one agent, or every agent; cancels their pending calls."""
+        envelope = self.credentials.envelope(self.broker_id)
+        envelope.freeze.CopyFrom(pb.FreezeRequest(agent=agent, all=everyone, reason=reason))
+        return str(self._send("Freeze", envelope).message)
+
+    def unfreeze(self, agent: str = "", *, everyone: bool = False, reason: str = "") -> str:
+        """Lift a freeze."""
+        envelope = self.credentials.envelope(self.broker_id)
+        envelope.unfreeze.CopyFrom(pb.UnfreezeRequest(agent=agent, all=everyone, reason=reason))
+        return str(self._send("Unfreeze", envelope).message)
+
+    def list_approvals(self, include_decided: bool = False) -> list[pb.PendingCall]:
+        """Calls waiting for a human (and those whose outcome is unknown)."""
+        envelope = self.credentials.envelope(self.broker_id)
+        envelope.list_approvals.CopyFrom(pb.ListApprovalsRequest(include_decided=include_decided))
+        return list(self._send("ListApprovals", envelope).calls)
+
+    def decide(self, call_id: str, approve: bool, reason: str = "") -> str:
+        """Approve or deny a pending call."""
+        envelope = self.credentials.envelope(self.broker_id)
+        envelope.decide.CopyFrom(pb.DecideRequest(call_id=call_id, approve=approve, reason=reason))
+        return str(self._send("Decide", envelope).message)
+
+    def _send(self, method: str, envelope: pb.Envelope) -> Any:
+        try:
+            return self._stubs[method](self.credentials.sign(envelope), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise errors.from_grpc_error(exc) from None
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _waiting_ms(pending: ApprovalPending) -> int:
+    return pending.escalate_at_ms - time.time_ns() // 1_000_000
 
 
 def pretty(result: ToolResult) -> str:

@@ -37,6 +37,7 @@ place, and the SDK turns that status back into the same class.
     │   ├── SandboxUnavailable               SANDBOX_UNAVAILABLE
     │   ├── Sealed                           SEALED
     │   ├── SecretNotSet                     SECRET_NOT_SET
+    │   ├── AlreadyDecided                   ALREADY_DECIDED
     │   └── UpstreamAddressRefused           UPSTREAM_ADDRESS_REFUSED (private address, not allowed)
     ├── Aborted                              ABORTED
     │   └── CallInProgress                   CALL_IN_PROGRESS
@@ -238,6 +239,10 @@ class Sealed(FailedPrecondition):
 
 class SecretNotSet(FailedPrecondition):
     reason = "SECRET_NOT_SET"
+
+
+class AlreadyDecided(FailedPrecondition):
+    reason = "ALREADY_DECIDED"
 
 
 class UpstreamAddressRefused(FailedPrecondition):

@@ -37,7 +37,7 @@ class RegisteredKey:
 
     key_id: str
     agent: str
-    public_key: Ed25519PublicKey
+    public_key: Ed25519PublicKey | None  # None: a key gone since it signed an approved call
     spec: AgentKey | None  # None for a development key made by the broker itself
 
 
@@ -130,6 +130,8 @@ def verify_envelope(
     if len(signed.payload) > MAX_PAYLOAD_BYTES:
         raise errors.MalformedEnvelope("the payload is larger than 1 MiB")
     try:
+        if key.public_key is None:
+            raise InvalidSignature
         key.public_key.verify(signed.signature, signed.payload)
     except InvalidSignature:
         raise errors.BadSignature(

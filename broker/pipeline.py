@@ -20,23 +20,39 @@ from broker.manifest import ToolAction
 from broker.policy import GrantRef
 from broker.secrets import Injected
 from broker.snapshot import Snapshot
+from broker.store import CallRecord
 from broker.v1 import broker_pb2 as pb
 
-Rpc = Literal["call", "await", "list_tools"]
+Rpc = Literal["call", "await", "list_tools", "freeze", "unfreeze", "list_approvals", "decide"]
 
 # The order, outermost first. Names are keys of the stage factories given to build_pipeline.
 CALL_STAGES: tuple[str, ...] = (
     "audit",
     "verify",
+    "freeze",
     "grant",
     "validate",
     "constrain",
+    "idempotency",
     "confirm",
+    "journal",
     "redact",
     "execute",
 )
-LIST_TOOLS_STAGES: tuple[str, ...] = ("audit", "verify", "list_tools")
-AWAIT_STAGES: tuple[str, ...] = ("audit", "verify", "await")
+LIST_TOOLS_STAGES: tuple[str, ...] = ("audit", "verify", "freeze", "list_tools")
+AWAIT_STAGES: tuple[str, ...] = ("audit", "verify", "freeze", "await")
+# An approved call, run once by the approvals service: the policy is asked again (it may have
+# changed), the digest must still match, then it runs like any call.
+APPROVED_STAGES: tuple[str, ...] = (
+    "audit",
+    "grant",
+    "validate",
+    "constrain",
+    "journal",
+    "redact",
+    "execute",
+)
+ADMIN_STAGES: tuple[str, ...] = ("audit", "verify_admin", "admin")
 
 
 @dataclass
@@ -48,7 +64,11 @@ class Outcome:
     upstream_status: int = 0
     findings: list[pb.Finding] = field(default_factory=list)
     approval_note: str = ""
+    escalate_at_ms: int = 0
+    expires_at_ms: int = 0
+    call_id: str = ""  # set when the answer belongs to an earlier call (idempotent retry, Await)
     tools: list[pb.ToolInfo] | None = None  # ListTools only
+    reply: Any = None  # the admin service's answer message
 
 
 @dataclass
@@ -66,7 +86,15 @@ class Call:
     grant: GrantRef | None = None
     arguments: dict[str, Any] | None = None
     args_digest: str = ""
+    digest: str = ""  # binds an approval to what will execute (agent, tool, arguments, secrets)
+    record: CallRecord | None = None  # the stored call an approval or a retry refers to
+    tainted: list[str] = field(default_factory=list)  # outside values in this task (untrusted)
     credentials: list[Injected] = field(default_factory=list)  # what execute put in
+
+    @property
+    def agent(self) -> str:
+        """The verified agent ("" before verify has run)."""
+        return self.verified.agent if self.verified else ""
 
     @property
     def request(self) -> pb.CallRequest:

@@ -24,8 +24,16 @@ from grpc_reflection.v1alpha import reflection
 from broker import errors
 from broker.adapters.command import CommandAdapter
 from broker.adapters.http import HttpAdapter
-from broker.identity import ReplayGuard
+from broker.approvals.admin import AdminStage, admin_keys
+from broker.approvals.notify import CliNotifier
+from broker.approvals.service import Approvals, Freezes, Notifier
+from broker.approvals.slack import SlackInteractions, SlackNotifier
+from broker.approvals.socket_mode import SlackSocketMode
+from broker.http_side import HttpSide
+from broker.identity import KeyRegistry, ReplayGuard, now_ms
 from broker.pipeline import (
+    ADMIN_STAGES,
+    APPROVED_STAGES,
     AWAIT_STAGES,
     CALL_STAGES,
     LIST_TOOLS_STAGES,
@@ -44,7 +52,10 @@ from broker.stages.await_call import AwaitStage
 from broker.stages.confirm import ConfirmStage
 from broker.stages.constrain import ConstrainStage
 from broker.stages.execute import ExecuteStage
+from broker.stages.freeze import FreezeStage
 from broker.stages.grant import GrantStage
+from broker.stages.idempotency import IdempotencyStage
+from broker.stages.journal import JournalStage
 from broker.stages.list_tools import ListToolsStage
 from broker.stages.redact import RedactStage
 from broker.stages.validate import ValidateStage
@@ -55,6 +66,7 @@ from broker.v1 import broker_pb2 as pb
 log = logging.getLogger(__name__)
 
 SERVICE = "broker.v1.ToolBroker"
+ADMIN_SERVICE = "broker.v1.Admin"
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 
 
@@ -85,20 +97,26 @@ class DataDirLock:
 
 
 class Broker:
-    """One broker process: state on disk, the files in force, pipelines and the gRPC server."""
+    """One broker process: state on disk, the files in force, pipelines, the gRPC server and
+    the HTTP side."""
 
     def __init__(self, settings: BrokerSettings, env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self._env = dict(os.environ if env is None else env)
         self.snapshot: Snapshot | None = None
         self.port = 0
+        self.http_port = 0
         self._lock = DataDirLock(settings.data_dir)
         self._store = Store(settings.database, durability=settings.durability)
         self._server: aio.Server | None = None
         self._http = HttpAdapter()
         self._command = CommandAdapter(settings.bwrap)
         self._vault: Vault | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._approvals: Approvals | None = None
+        self._slack: SlackNotifier | None = None
+        self._http_side: HttpSide | None = None
+        self._socket: SlackSocketMode | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()
 
     async def start(self) -> int:
@@ -110,29 +128,71 @@ class Broker:
             message = f"cannot use data_dir: {exc}"
             raise errors.ConfigError(str(self.settings.data_dir), message) from None
         try:
-            self.snapshot = load_snapshot(self.settings)
-            master_key = load_master_key(self.settings, self._env)
-            try:
-                self._store.open()
-            except StoreError as exc:
-                raise errors.ConfigError(str(self.settings.database), str(exc)) from None
-            self._vault = Vault(self._store, SecretBox(master_key) if master_key else None)
-            if master_key is None:
-                log.warning(
-                    "no master key: the broker is sealed; calls that need a credential "
-                    "will fail with SEALED"
-                )
-            self._server = self._build_server(self._build_stages())
-            await self._serve_health(self._server)
-            self.port = self._bind(self._server)
-            await self._server.start()
+            await self._start()
         except BaseException:
             await self._release()
             raise
-        if self.settings.reload_interval > 0:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch_files())
         log.info("broker %s serving on port %d", self.settings.broker_id, self.port)
         return self.port
+
+    async def _start(self) -> None:
+        self.snapshot = load_snapshot(self.settings)
+        master_key = load_master_key(self.settings, self._env)
+        admin = admin_keys(self.settings)
+        try:
+            self._store.open()
+        except StoreError as exc:
+            raise errors.ConfigError(str(self.settings.database), str(exc)) from None
+        self._vault = Vault(self._store, SecretBox(master_key) if master_key else None)
+        if master_key is None:
+            log.warning(
+                "no master key: the broker is sealed; calls that need a credential "
+                "will fail with SEALED"
+            )
+        self._approvals = self._build_approvals(self._vault)
+        stages = self._build_stages(self._approvals, self._vault, admin)
+        self._approvals.run_approved = build_pipeline(APPROVED_STAGES, stages)
+        self._server = self._build_server(stages)
+        await self._serve_health(self._server)
+        self.port = self._bind(self._server)
+        await self._server.start()
+        interactions = None
+        if self._slack is not None:
+            interactions = SlackInteractions(self._slack, self._approvals, self._vault)
+            if self._slack.settings.socket_mode:
+                self._socket = SlackSocketMode(self._slack.settings, self._vault, interactions)
+                await self._socket.start()
+                interactions = None  # clicks come over the socket, not over HTTP
+        if self.settings.http_listen:
+            host, _, port = self.settings.http_listen.rpartition(":")
+            self._http_side = HttpSide(host, int(port), interactions)
+            self.http_port = await self._http_side.start()
+        self._approvals.recover(now_ms())
+        loop = asyncio.get_running_loop()
+        interval = self.settings.approval_timer_interval
+        self._tasks.append(loop.create_task(self._approvals.run_timers(interval)))
+        if self.settings.reload_interval > 0:
+            self._tasks.append(loop.create_task(self._watch_files()))
+
+    def _build_approvals(self, vault: Vault) -> Approvals:
+        notifier: Notifier = CliNotifier()
+        if self.settings.slack is not None:
+            self._slack = SlackNotifier(self.settings.slack, vault)
+            notifier = self._slack
+        approvals = Approvals(
+            self._store,
+            Freezes(self._store),
+            notifier,
+            self._current,
+            max_wait_s=self.settings.await_max_wait,
+        )
+        if self._slack is not None:
+            self._slack.approvals = approvals
+        return approvals
+
+    def _current(self) -> Snapshot:
+        assert self.snapshot is not None
+        return self.snapshot
 
     async def reload(self) -> bool:
         """Load the policy and tool files again and put the new set in force at once; a set
@@ -162,8 +222,8 @@ class Broker:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop taking calls, let running ones finish for ``grace`` seconds, release state."""
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self._server is not None:
             await self._server.stop(grace)
         await self._release()
@@ -174,25 +234,40 @@ class Broker:
             await self._server.wait_for_termination()
 
     async def _release(self) -> None:
+        if self._http_side is not None:
+            await self._http_side.stop()
+        if self._socket is not None:
+            await self._socket.close()
+        if self._approvals is not None:
+            await self._approvals.close()
+        if self._slack is not None:
+            await self._slack.close()
         await self._http.close()
         await self._store.close()
         self._lock.release()
 
-    def _build_stages(self) -> dict[str, Stage]:
+    def _build_stages(
+        self, approvals: Approvals, vault: Vault, admin: KeyRegistry
+    ) -> dict[str, Stage]:
         window_ms = int(self.settings.request_window * 1000)
         replay = ReplayGuard(self._store, window_ms)
-        assert self._vault is not None
+        audience = self.settings.broker_id
         return {
             "audit": AuditStage(self._store),
-            "verify": VerifyStage(self.settings.broker_id, window_ms, replay),
+            "verify": VerifyStage(audience, window_ms, replay),
+            "verify_admin": VerifyStage(audience, window_ms, replay, keys=lambda call: admin),
+            "freeze": FreezeStage(approvals.freezes),
             "grant": GrantStage(),
             "validate": ValidateStage(),
             "constrain": ConstrainStage(),
-            "confirm": ConfirmStage(),
-            "redact": RedactStage(self._vault),
-            "execute": ExecuteStage(self._http, self._command, self._vault),
+            "idempotency": IdempotencyStage(approvals),
+            "confirm": ConfirmStage(approvals),
+            "journal": JournalStage(self._store),
+            "redact": RedactStage(vault),
+            "execute": ExecuteStage(self._http, self._command, vault),
             "list_tools": ListToolsStage(),
-            "await": AwaitStage(),
+            "await": AwaitStage(approvals),
+            "admin": AdminStage(approvals),
         }
 
     def _build_server(self, stages: dict[str, Stage]) -> aio.Server:
@@ -210,17 +285,33 @@ class Broker:
             "Await": _unary(wait, pb.CallResult),
             "ListTools": _unary(tools, pb.ToolList),
         }
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        admin = build_pipeline(ADMIN_STAGES, stages)
+        admin_rpcs: tuple[tuple[str, Rpc, Any], ...] = (
+            ("Freeze", "freeze", pb.AdminResult),
+            ("Unfreeze", "unfreeze", pb.AdminResult),
+            ("ListApprovals", "list_approvals", pb.ApprovalList),
+            ("Decide", "decide", pb.AdminResult),
+        )
+        admin_handlers = {
+            method: _unary(self._endpoint(rpc, admin, _reply), response)
+            for method, rpc, response in admin_rpcs
+        }
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(SERVICE, handlers),
+                grpc.method_handlers_generic_handler(ADMIN_SERVICE, admin_handlers),
+            )
+        )
         return server
 
     async def _serve_health(self, server: aio.Server) -> None:
         health = HealthServicer()
-        for name in ("", SERVICE):
+        for name in ("", SERVICE, ADMIN_SERVICE):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection(
-            (SERVICE, health_service, reflection.SERVICE_NAME), server
+            (SERVICE, ADMIN_SERVICE, health_service, reflection.SERVICE_NAME), server
         )
 
     def _bind(self, server: aio.Server) -> int:
@@ -275,12 +366,18 @@ def _signature(settings: BrokerSettings) -> list[tuple[str, int, int]]:
 def _call_result(call: Call, outcome: Outcome) -> pb.CallResult:
     return pb.CallResult(
         state=outcome.state,  # type: ignore[arg-type]
-        call_id=call.call_id,
+        call_id=outcome.call_id or call.call_id,
         result_json=outcome.result_json,
         findings=outcome.findings,
         upstream_status=outcome.upstream_status,
         approval_note=outcome.approval_note,
+        escalate_at_ms=outcome.escalate_at_ms,
+        expires_at_ms=outcome.expires_at_ms,
     )
+
+
+def _reply(call: Call, outcome: Outcome) -> Any:
+    return outcome.reply
 
 
 def _tool_list(call: Call, outcome: Outcome) -> pb.ToolList:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broker.units import Duration
 from broker.yamlfile import load_model
@@ -23,6 +23,43 @@ def _host_port(value: str) -> str:
 HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
+class AdminKey(BaseModel):
+    """An operator's public key for the admin service."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$", description="Who, in the audit.")
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+    ed25519: str = Field(description="Base64 of the 32-byte public key (broker keygen).")
+
+
+class SlackSettings(BaseModel):
+    """Where approval questions go. The token and signing secret are secrets in the store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
+    channel: str = Field(min_length=1, description="Default channel id for approvals.")
+    bot_token_secret: str = Field("slack-bot-token", description="Secret holding the bot token.")
+    signing_secret_secret: str = Field(
+        "slack-signing-secret", description="Secret holding the app's signing secret."
+    )
+    socket_mode: bool = Field(
+        False,
+        description="Receive clicks over a websocket the broker opens (no inbound HTTP needed).",
+    )
+    app_token_secret: str = Field(
+        "slack-app-token", description="Secret holding the app-level token (Socket Mode)."
+    )
+
+    @field_validator("api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("api_url must be an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+
 class BrokerSettings(BaseModel):
     """What one broker process needs to start. Relative paths resolve against the file's folder."""
 
@@ -30,6 +67,9 @@ class BrokerSettings(BaseModel):
 
     broker_id: str = Field(min_length=1, description="The audience agents sign for.")
     listen: HostPort = Field("127.0.0.1:50051", description="gRPC address: ToolBroker, health.")
+    http_listen: HostPort | None = Field(
+        None, description="HTTP side: /healthz and Slack's /slack/interactions (off if unset)."
+    )
     data_dir: Path = Field(description="SQLite file and the broker's own keys; made if missing.")
     policies: Path = Field(description="Folder of policy files, one per agent.")
     tools: Path = Field(description="Folder of tool manifests, one per upstream system.")
@@ -52,9 +92,19 @@ class BrokerSettings(BaseModel):
         "BROKER_MASTER_KEY environment variable wins over it. Without either the broker is "
         "sealed: calls that need a credential fail with SEALED.",
     )
-    bwrap: str = Field(
-        "bwrap", description="The bubblewrap program that sandboxes command tools."
+    slack: SlackSettings | None = Field(
+        None, description="Approvals in Slack; without it operators decide with the CLI."
     )
+    admin_keys: list[AdminKey] = Field(
+        default_factory=list,
+        description="Operators' public keys for the admin service, besides the broker's local "
+        "admin key (data_dir/admin.key).",
+    )
+    await_max_wait: Duration = Field(60.0, description="The longest one Await call waits.")
+    approval_timer_interval: Duration = Field(
+        1.0, description="How often pending calls are checked for reminders and expiry."
+    )
+    bwrap: str = Field("bwrap", description="The bubblewrap program that sandboxes command tools.")
     reload_interval: Duration = Field(
         2.0,
         description="How often to look for changed policy and tool files (0s: only on SIGHUP). "
@@ -63,6 +113,14 @@ class BrokerSettings(BaseModel):
     so_reuseport: bool = Field(
         False, description="Let several broker processes share one port, on purpose."
     )
+
+    @model_validator(mode="after")
+    def _slack_needs_http(self) -> BrokerSettings:
+        if self.slack is not None and not self.slack.socket_mode and self.http_listen is None:
+            raise ValueError(
+                "slack needs http_listen (Slack sends button clicks to it) or socket_mode: true"
+            )
+        return self
 
     @field_validator("reload_interval")
     @classmethod

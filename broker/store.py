@@ -77,6 +77,42 @@ MIGRATIONS: list[str] = [
         last_used_ms INTEGER
     );
     """,
+    # 4: calls that must outlive the request: writes (intent before, outcome after) and calls
+    # waiting for a human; freezes (kill switches)
+    """
+    CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        agent TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        intent TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        why TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        escalate_at_ms INTEGER NOT NULL DEFAULT 0,
+        expires_at_ms INTEGER NOT NULL DEFAULT 0,
+        reminded INTEGER NOT NULL DEFAULT 0,
+        decided_by TEXT NOT NULL DEFAULT '',
+        decided_ms INTEGER NOT NULL DEFAULT 0,
+        note TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL DEFAULT '',
+        slack TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX calls_idempotency ON calls (agent, idempotency_key)
+        WHERE idempotency_key != '';
+    CREATE INDEX calls_state ON calls (state, expires_at_ms);
+    CREATE TABLE freezes (
+        agent TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        frozen_by TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL
+    );
+    """,
 ]
 
 
@@ -113,6 +149,53 @@ _INSERT_AUDIT = (
     f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
 )
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """A call that outlives its request: a write (intent, then outcome) or a call that waits
+    for a human. ``arguments`` is canonical JSON; ``digest`` binds what will execute."""
+
+    call_id: str
+    agent: str
+    key_id: str
+    tool: str
+    task_id: str
+    intent: str
+    arguments: str
+    digest: str
+    idempotency_key: str
+    state: str
+    why: str
+    created_ms: int
+    updated_ms: int
+    escalate_at_ms: int = 0
+    expires_at_ms: int = 0
+    reminded: int = 0
+    decided_by: str = ""
+    decided_ms: int = 0
+    note: str = ""
+    outcome: str = ""
+    slack: str = ""
+
+
+_CALL_COLUMNS = tuple(CallRecord.__dataclass_fields__)
+_INSERT_CALL = (
+    f"INSERT INTO calls ({', '.join(_CALL_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(_CALL_COLUMNS))})"
+)
+
+
+def _one_call(
+    conn: sqlite3.Connection, where: str, params: tuple[object, ...]
+) -> CallRecord | None:
+    rows = _calls(conn, where, params)
+    return rows[0] if rows else None
+
+
+def _calls(conn: sqlite3.Connection, where: str, params: tuple[object, ...]) -> list[CallRecord]:
+    sql = f"SELECT {', '.join(_CALL_COLUMNS)} FROM calls WHERE {where} ORDER BY created_ms"  # noqa: S608
+    return [CallRecord(*row) for row in conn.execute(sql, params)]
 
 
 _SELECT_AUDIT = f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit "  # noqa: S608
@@ -234,6 +317,110 @@ class Store:
     async def append_audit(self, row: AuditRow) -> None:
         """Append one audit record; returns when it is durable."""
         await self._insert(_INSERT_AUDIT, tuple(getattr(row, name) for name in _AUDIT_COLUMNS))
+
+    # -- calls and freezes ------------------------------------------------------------------
+
+    def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a query now, on the loop's thread. Writes happen inline between awaits, so the
+        connection is never inside a transaction here; a row read may be committed but not yet
+        fsynced (never used to claim durability)."""
+        assert self._conn is not None
+        try:
+            return work(self._conn)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from None
+
+    async def insert_call(self, record: CallRecord) -> bool:
+        """Store a new call; False when (agent, idempotency_key) is already taken."""
+        values = tuple(getattr(record, name) for name in _CALL_COLUMNS)
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            try:
+                conn.execute(_INSERT_CALL, values)
+            except sqlite3.IntegrityError:
+                return False
+            return True
+
+        return await self.run(insert)
+
+    def get_call(self, call_id: str) -> CallRecord | None:
+        """One call by id."""
+        return self.read(lambda c: _one_call(c, "call_id = ?", (call_id,)))
+
+    def find_call(self, agent: str, idempotency_key: str) -> CallRecord | None:
+        """The call an agent made with this idempotency key."""
+        return self.read(
+            lambda c: _one_call(c, "agent = ? AND idempotency_key = ?", (agent, idempotency_key))
+        )
+
+    def calls_where(self, where: str, params: tuple[object, ...]) -> list[CallRecord]:
+        """Calls matching a condition on the calls table's columns (constant SQL only)."""
+        return self.read(lambda c: _calls(c, where, params))
+
+    async def transition(
+        self, call_id: str, from_states: tuple[str, ...], to_state: str, **fields: object
+    ) -> bool:
+        """Compare-and-set: move a call to ``to_state`` only if it is in one of
+        ``from_states``; False when another decision came first."""
+        for name in fields:
+            if name not in _CALL_COLUMNS:
+                raise ValueError(f"no column {name}")
+        sets = ", ".join(["state = ?", *[f"{name} = ?" for name in fields]])
+        marks = ", ".join("?" * len(from_states))
+        sql = f"UPDATE calls SET {sets} WHERE call_id = ? AND state IN ({marks})"  # noqa: S608
+        params = (to_state, *fields.values(), call_id, *from_states)
+        return await self.run(lambda c: c.execute(sql, params).rowcount == 1)
+
+    async def update_call(self, call_id: str, **fields: object) -> None:
+        """Set columns of a call whatever its state (bookkeeping: Slack message, reminders)."""
+        for name in fields:
+            if name not in _CALL_COLUMNS:
+                raise ValueError(f"no column {name}")
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        sql = f"UPDATE calls SET {sets} WHERE call_id = ?"  # noqa: S608
+        await self.run(lambda c: c.execute(sql, (*fields.values(), call_id)))
+
+    def calls_left_executing(self, now_ms: int) -> list[str]:
+        """At start, before serving: writes that began and never recorded an outcome become
+        outcome_unknown. They are never executed again; a human reconciles them."""
+        assert self._conn is not None
+        with self._conn:
+            ids = [
+                r[0]
+                for r in self._conn.execute("SELECT call_id FROM calls WHERE state = 'executing'")
+            ]
+            self._conn.execute(
+                "UPDATE calls SET state = 'outcome_unknown', updated_ms = ? "
+                "WHERE state = 'executing'",
+                (now_ms,),
+            )
+        return ids
+
+    def freezes(self) -> dict[str, tuple[str, str, int]]:
+        """agent (or ``*``) -> (reason, who, when) for every freeze in force."""
+        return self.read(
+            lambda c: {
+                row[0]: (row[1], row[2], row[3])
+                for row in c.execute("SELECT agent, reason, frozen_by, ts_ms FROM freezes")
+            }
+        )
+
+    async def set_freeze(self, agent: str, reason: str, by: str, now_ms: int) -> None:
+        """Freeze ``agent`` (``*`` for all); durable when this returns."""
+        await self.run(
+            lambda c: c.execute(
+                "INSERT INTO freezes (agent, reason, frozen_by, ts_ms) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (agent) DO UPDATE SET reason = excluded.reason, "
+                "frozen_by = excluded.frozen_by, ts_ms = excluded.ts_ms",
+                (agent, reason, by, now_ms),
+            )
+        )
+
+    async def clear_freeze(self, agent: str) -> bool:
+        """Lift a freeze; False when there was none."""
+        return await self.run(
+            lambda c: c.execute("DELETE FROM freezes WHERE agent = ?", (agent,)).rowcount > 0
+        )
 
     # -- secrets -------------------------------------------------------------------------------
 

@@ -16,19 +16,26 @@ function ran.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
+from aiohttp import WSMsgType, web
 
-from broker.client import BrokerClient
+from broker.approvals.admin import admin_key_path
+from broker.client import AdminClient, ApprovalPending, BrokerClient, ToolResult
 from broker.identity import AgentCredentials
 from broker.server import Broker
 from broker.settings import BrokerSettings, load_settings
@@ -142,6 +149,219 @@ class FakeUpstream:
         self.stop()
 
 
+@dataclass(frozen=True)
+class SlackCall:
+    """One Slack Web API call as it reached the fake."""
+
+    method: str
+    payload: dict[str, Any]
+    token: str
+
+
+class FakeSlack:
+    """A fake Slack Web API on 127.0.0.1 that records every call (chat.postMessage, chat.update,
+    chat.postEphemeral) and answers ``ok``; ``click`` sends a signed button click to a broker
+    the way Slack does."""
+
+    def __init__(self, signing_secret: str = "fake-signing-secret") -> None:  # noqa: S107
+        self.signing_secret = signing_secret
+        self.calls: list[SlackCall] = []
+        self._ts = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                method = self.path.rsplit("/", 1)[-1]
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                payload = json.loads(body or b"{}")
+                fake.calls.append(SlackCall(method, payload, token))
+                fake._ts += 1
+                answer = json.dumps(
+                    {
+                        "ok": True,
+                        "channel": payload.get("channel", ""),
+                        "ts": f"1700000000.{fake._ts:06d}",
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: tests read ``calls`` instead."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def api_url(self) -> str:
+        """The base URL to put in the broker's ``slack.api_url``."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
+
+    def posted(self, method: str) -> list[dict[str, Any]]:
+        """The payloads of every call to ``method``."""
+        return [call.payload for call in self.calls if call.method == method]
+
+    def click(
+        self,
+        url: str,
+        call_id: str,
+        action: str,
+        user: str,
+        *,
+        timestamp: int | None = None,
+        secret: str | None = None,
+    ) -> int:
+        """Send a signed block_actions click to ``url``; the HTTP status."""
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user},
+            "channel": {"id": "C-APPROVALS"},
+            "actions": [{"action_id": action, "value": call_id}],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        base = f"v0:{ts}:".encode() + body
+        key = (secret or self.signing_secret).encode()
+        signature = "v0=" + hmac.new(key, base, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(  # noqa: S310 (tests give a loopback http URL)
+            url,
+            data=body,
+            method="POST",
+            headers={
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": signature,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def start(self) -> FakeSlack:
+        """Start serving in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FakeSlackSocket:
+    """Slack's Socket Mode on loopback: ``apps.connections.open`` hands out a websocket URL,
+    other Web API calls are recorded and answered ``ok``, and ``click`` delivers an interactive
+    envelope over the socket and waits for the broker's acknowledgement."""
+
+    def __init__(self) -> None:
+        self.calls: list[SlackCall] = []
+        self.acks: list[str] = []
+        self._socket: web.WebSocketResponse | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def api_url(self) -> str:
+        """The base URL to put in the broker's ``slack.api_url``."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def start(self) -> FakeSlackSocket:
+        """Serve in a background thread."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/link", self._link)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        body = await request.post() if request.content_type.endswith("form-urlencoded") else {}
+        payload = dict(body) if body else (await request.json() if request.can_read_body else {})
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        self.calls.append(SlackCall(method, payload, token))
+        if method == "apps.connections.open":
+            return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
+        return web.json_response({"ok": True, "ts": "1700000000.000001"})
+
+    async def _link(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        self._socket = socket
+        await socket.send_json({"type": "hello", "num_connections": 1})
+        async for message in socket:
+            if message.type == WSMsgType.TEXT:
+                envelope = json.loads(message.data)
+                if "envelope_id" in envelope:
+                    self.acks.append(envelope["envelope_id"])
+        return socket
+
+    @property
+    def connected(self) -> bool:
+        """True once the broker has opened the socket."""
+        return self._socket is not None and not self._socket.closed
+
+    def click(self, call_id: str, action: str, user: str, seconds: float = 10.0) -> bool:
+        """Deliver a button click; True once the broker acknowledged it."""
+        envelope_id = f"env-{len(self.acks)}-{call_id}"
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user},
+            "channel": {"id": "C-APPROVALS"},
+            "actions": [{"action_id": action, "value": call_id}],
+        }
+        message = {
+            "envelope_id": envelope_id,
+            "type": "interactive",
+            "payload": payload,
+            "accepts_response_payload": False,
+        }
+        assert self._socket is not None, "the broker has not connected"
+        asyncio.run_coroutine_threadsafe(self._socket.send_json(message), self._loop).result(10)
+        deadline = time.monotonic() + seconds
+        while envelope_id not in self.acks and time.monotonic() < deadline:
+            time.sleep(0.02)  # the ack arrives on the fake's own loop; bounded
+        return envelope_id in self.acks
+
+    def stop(self) -> None:
+        """Close the socket and stop serving."""
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> FakeSlackSocket:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 class RunningBroker:
     """A real broker (real gRPC server, real SQLite) on its own event loop in a thread."""
 
@@ -157,6 +377,17 @@ class RunningBroker:
         """``127.0.0.1:<port>`` of the running broker."""
         assert self._broker is not None
         return f"127.0.0.1:{self._broker.port}"
+
+    @property
+    def http_url(self) -> str:
+        """The base URL of the broker's HTTP side."""
+        assert self._broker is not None
+        return f"http://127.0.0.1:{self._broker.http_port}"
+
+    def admin(self) -> AdminClient:
+        """An admin client signing with the broker's local admin key."""
+        credentials = AgentCredentials.load(admin_key_path(self.settings.data_dir))
+        return AdminClient(self.target, credentials, broker_id=self.settings.broker_id)
 
     def start(self) -> RunningBroker:
         """Start the broker; a ConfigError or bind failure is raised here."""
@@ -205,6 +436,18 @@ class RunningBroker:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def await_decision(client: BrokerClient, call_id: str, seconds: float = 10.0) -> ToolResult:
+    """Await a pending call until it is decided (its result, or its refusal raised), however
+    many Await rounds that takes, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return client.await_call(call_id, wait_ms=500)
+        except ApprovalPending:
+            if time.monotonic() > deadline:
+                raise
 
 
 class Workspace:

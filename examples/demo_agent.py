@@ -1,26 +1,33 @@
 """`make demo`: a short scripted agent against the broker that `make run` started.
 
 It shows what an agent sees: a read that succeeds (the broker adds the API key the agent never
-sees), a PDF read by a sandboxed tool, a path that tries to leave its folder, a tool it is not
-granted, a replayed request and an invalid argument, each refused with its own reason. Exits 1
-if anything behaves otherwise.
+sees), a PDF read by a sandboxed tool, a path that tries to leave its folder, a payment that
+waits for a human (`broker approve` decides it), a tool it is not granted, a replayed request
+and an invalid argument, each refused with its own reason. Exits 1 if anything behaves
+otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from broker import errors
-from broker.client import BrokerClient
+from broker.client import ApprovalPending, BrokerClient
 from broker.devmode import dev_key_path
 from broker.identity import AgentCredentials
 from broker.settings import load_settings
 from broker.v1 import broker_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
+
+
+def envelope_nonce() -> str:
+    """A fresh suffix, so each demo run asks anew."""
+    return secrets.token_hex(4)
 
 
 def step(title: str, action: Callable[[], str], expect: str) -> bool:
@@ -60,6 +67,20 @@ def main() -> int:
         client.call("docs.to_text", {"path": "../../../etc/passwd"}, task_id="demo-1")
         return "DONE (the path should have been refused)"
 
+    def pay_large() -> str:
+        try:
+            client.call(
+                "invoices.pay",
+                {"id": "INV-0002", "amount": "4999.99"},
+                idempotency_key=f"demo-pay-{envelope_nonce()}",
+                task_id="demo-1",
+                intent="pay Globex",
+                wait_for_approval=False,
+            )
+        except ApprovalPending as pending:
+            return f"PENDING_APPROVAL: {pending.note.split(';')[0]}"
+        return "DONE (a payment over 1000.00 should have waited for a human)"
+
     def send_mail() -> str:
         client.call(
             "mail.send", {"to": "a@example.com", "subject": "hi", "body": "hi"}, task_id="demo-1"
@@ -85,6 +106,7 @@ def main() -> int:
             step("a read that is granted", read, "DONE"),
             step("a supplier PDF read in the sandbox", read_pdf, "DONE"),
             step("a path out of the documents folder", escape_folder, "INVALID_ARGUMENTS"),
+            step("a payment over 1,000.00 waits for a human", pay_large, "PENDING_APPROVAL"),
             step("a tool that is not granted", send_mail, "TOOL_NOT_GRANTED"),
             step("the same signed request sent twice", replay, "REPLAYED_NONCE"),
             step("an argument of the wrong type", invalid, "INVALID_ARGUMENTS"),

@@ -52,7 +52,9 @@ def test_a_write_sends_its_body_exactly(client: BrokerClient, upstream: FakeUpst
         client.call("invoices.pay", arguments)  # strict schema: no unknown arguments
     assert upstream.requests == []
 
-    result = client.call("invoices.pay", '{"id": "INV-7", "amount": 4999.990}')
+    result = client.call(
+        "invoices.pay", '{"id": "INV-7", "amount": 4999.990}', idempotency_key="k1"
+    )
 
     assert result.state == "DONE"
     (request,) = upstream.requests
@@ -78,7 +80,7 @@ def test_a_tool_not_granted_is_refused_and_audited(ws: Workspace, upstream: Fake
     reader = ws.agent("reader", grants=["invoices.list"])
     with ws.broker() as broker, broker.client(reader) as client:
         with pytest.raises(errors.ToolNotGranted) as refused:
-            client.call("invoices.pay", {"id": "INV-1", "amount": 1})
+            client.call("invoices.pay", {"id": "INV-1", "amount": 1}, idempotency_key="k2")
         assert [t.name for t in client.list_tools()] == ["invoices.list"]
     assert upstream.requests == []
     assert refused.value.status_code.name == "PERMISSION_DENIED"
@@ -96,7 +98,7 @@ def test_a_wildcard_grant_covers_reads_only(ws: Workspace, upstream: FakeUpstrea
     with ws.broker() as broker, broker.client(reader) as client:
         assert client.call("invoices.get", {"id": "INV-1"}).state == "DONE"
         with pytest.raises(errors.ToolNotGranted):
-            client.call("invoices.pay", {"id": "INV-1", "amount": 1})
+            client.call("invoices.pay", {"id": "INV-1", "amount": 1}, idempotency_key="k3")
         assert sorted(t.name for t in client.list_tools()) == ["invoices.get", "invoices.list"]
     assert [r.path for r in upstream.requests] == ["/invoices/INV-1"]
 

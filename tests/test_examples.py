@@ -90,7 +90,13 @@ def test_the_demo_agent_sees_each_outcome(world_readable: Path) -> None:
         upstream.terminate()
         upstream.wait(10)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    for reason in ("DONE", "INVALID_ARGUMENTS", "TOOL_NOT_GRANTED", "REPLAYED_NONCE"):
+    for reason in (
+        "DONE",
+        "INVALID_ARGUMENTS",
+        "PENDING_APPROVAL",
+        "TOOL_NOT_GRANTED",
+        "REPLAYED_NONCE",
+    ):
         assert f"-> {reason}" in demo.stdout
     assert "INVOICE INV-0001" in demo.stdout
     assert api_key not in demo.stdout + demo.stderr

@@ -287,8 +287,8 @@ def test_replay_lists_the_calls_whose_decision_would_change(
     )
     upstream.respond = lambda request: Reply(body={"ok": True})
     with ws.broker() as broker, broker.client(credentials) as client:
-        small = client.call("invoices.pay", {"id": "INV-1", "amount": 50})
-        large = client.call("invoices.pay", {"id": "INV-2", "amount": 90})
+        small = client.call("invoices.pay", {"id": "INV-1", "amount": 50}, idempotency_key="k1")
+        large = client.call("invoices.pay", {"id": "INV-2", "amount": 90}, idempotency_key="k2")
         client.call("invoices.list", {})
     # the proposed policy lowers the limit to 60 and drops invoices.list
     ws.write(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broker import errors
-from broker.client import BrokerClient, ToolError
+from broker.client import ApprovalPending, BrokerClient, ToolError
 from broker.policy.check import check_folders
 from broker.policy.evaluate import Decision, PolicySet
 from broker.store import read_audit
@@ -299,9 +299,12 @@ def test_argument_not_allowed_through_the_broker(ws: Workspace, upstream: FakeUp
     )
     upstream.respond = lambda request: Reply(body={"paid": True})
     with ws.broker() as broker, broker.client(credentials) as client:
-        assert client.call("invoices.pay", {"id": "INV-1", "amount": 100}).state == "DONE"
+        assert (
+            client.call("invoices.pay", {"id": "INV-1", "amount": 100}, idempotency_key="k1").state
+            == "DONE"
+        )
         with pytest.raises(errors.ArgumentNotAllowed) as refused:
-            client.call("invoices.pay", '{"id": "INV-1", "amount": 100.001}')
+            client.call("invoices.pay", '{"id": "INV-1", "amount": 100.001}', idempotency_key="k2")
     assert refused.value.status_code.name == "PERMISSION_DENIED"
     assert "argument 'amount' = 100.001 breaks max: must be at most 100" in refused.value.message
     assert len(upstream.requests) == 1
@@ -314,8 +317,13 @@ def test_a_write_that_needs_a_human_never_runs_without_one(
 ) -> None:
     credentials = ws.agent("payer", grants=["invoices.pay", "invoices.list"])
     with ws.broker() as broker, broker.client(credentials) as client:
-        with pytest.raises(errors.ApprovalDenied, match="needs a human's approval"):
-            client.call("invoices.pay", {"id": "INV-1", "amount": 1})
+        with pytest.raises(ApprovalPending, match="waiting for an operator"):
+            client.call(
+                "invoices.pay",
+                {"id": "INV-1", "amount": 1},
+                idempotency_key="k3",
+                wait_for_approval=False,
+            )
         tools = {t.name: t for t in client.list_tools()}
     assert upstream.requests == []
     assert tools["invoices.pay"].needs_approval
@@ -327,7 +335,7 @@ def test_tool_error_still_reports_through_constraints(
 ) -> None:
     upstream.respond = lambda request: Reply(409, {"error": "already paid"})
     with pytest.raises(ToolError):
-        client.call("invoices.pay", {"id": "INV-1", "amount": 5})
+        client.call("invoices.pay", {"id": "INV-1", "amount": 5}, idempotency_key="k4")
     assert len(upstream.requests) == 1
 
 

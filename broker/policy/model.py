@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broker.policy.constraints import Constraint
+from broker.units import Duration
 
 AGENT_ID = r"^[a-z][a-z0-9_-]{0,62}$"
 KEY_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
@@ -143,6 +144,20 @@ class Policy(BaseModel):
     owner: str = Field("", description="Who answers for this agent (a team or a person).")
     keys: list[AgentKey] = Field(default_factory=list)
     grants: list[Grant] = Field(default_factory=list)
+    approvers: list[str] = Field(
+        default_factory=list,
+        description="Slack user ids who may decide this agent's calls (operators with an admin "
+        "key may decide any call from the command line).",
+    )
+    slack_channel: str | None = Field(
+        None, description="Where this agent's approvals are asked (default: the config's)."
+    )
+    escalate_after: Duration = Field(
+        120.0, description="No decision by then: the agent is told to stop and wait."
+    )
+    expires_after: Duration = Field(
+        86400.0, description="No decision by then: the call is denied (APPROVAL_EXPIRED)."
+    )
     credentials: dict[SlotName, SecretName | SharedSecret] = Field(
         default_factory=dict,
         description="tool.slot -> the name of a secret in the broker's store.",

@@ -1,16 +1,21 @@
-"""Stage ``await``: wait on a pending call."""
+"""Stage ``await``: wait on a call that waits for a human; only waits and reads."""
 
 from __future__ import annotations
 
-from broker import errors
+from broker.approvals.service import Approvals
 from broker.pipeline import Call, Handler, Outcome
 
 
 class AwaitStage:
-    """This broker keeps no pending calls yet (no write waits for approval), so every call id
-    is unknown: NOT_FOUND UNKNOWN_CALL."""
+    """Answers Await with the call's outcome once known (DONE, TOOL_ERROR, or the refusal
+    APPROVAL_DENIED / APPROVAL_EXPIRED), or PENDING_APPROVAL again after the capped wait."""
+
+    def __init__(self, approvals: Approvals) -> None:
+        self._approvals = approvals
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
         assert call.verified is not None
-        call_id = getattr(call.verified.envelope, "await").call_id  # `await` is a keyword
-        raise errors.UnknownCall(f"no pending call '{call_id}' for this agent")
+        request = getattr(call.verified.envelope, "await")  # `await` is a keyword
+        return await self._approvals.await_outcome(
+            request.call_id, call.agent, request.wait_ms, call.time_left()
+        )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from broker.identity import ReplayGuard, now_ms, verify_envelope
+from collections.abc import Callable
+
+from broker.identity import KeyRegistry, ReplayGuard, now_ms, verify_envelope
 from broker.pipeline import Call, Handler, Outcome
 
 
@@ -10,16 +12,23 @@ class VerifyStage:
     """Checks signature, key, audience, RPC body, time window and nonce before anything else is
     read from the request (UNAUTHENTICATED with its own reason for each)."""
 
-    def __init__(self, audience: str, window_ms: int, replay: ReplayGuard) -> None:
+    def __init__(
+        self,
+        audience: str,
+        window_ms: int,
+        replay: ReplayGuard,
+        keys: Callable[[Call], KeyRegistry] = lambda call: call.snapshot.keys,
+    ) -> None:
         self._audience = audience
         self._window_ms = window_ms
         self._replay = replay
+        self._keys = keys  # agent keys, or (for the admin service) admin keys only
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
         call.verified = verify_envelope(
             call.signed,
             call.rpc,
-            call.snapshot.keys,
+            self._keys(call),
             audience=self._audience,
             window_ms=self._window_ms,
             replay=self._replay,

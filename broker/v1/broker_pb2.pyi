@@ -18,7 +18,7 @@ class SignedRequest(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("agent", "audience", "nonce", "issued_at_ms", "call", "list_tools")
+    __slots__ = ("agent", "audience", "nonce", "issued_at_ms", "call", "list_tools", "freeze", "unfreeze", "list_approvals", "decide")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
@@ -26,13 +26,21 @@ class Envelope(_message.Message):
     CALL_FIELD_NUMBER: _ClassVar[int]
     AWAIT_FIELD_NUMBER: _ClassVar[int]
     LIST_TOOLS_FIELD_NUMBER: _ClassVar[int]
+    FREEZE_FIELD_NUMBER: _ClassVar[int]
+    UNFREEZE_FIELD_NUMBER: _ClassVar[int]
+    LIST_APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    DECIDE_FIELD_NUMBER: _ClassVar[int]
     agent: str
     audience: str
     nonce: str
     issued_at_ms: int
     call: CallRequest
     list_tools: ListToolsRequest
-    def __init__(self, agent: _Optional[str] = ..., audience: _Optional[str] = ..., nonce: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., call: _Optional[_Union[CallRequest, _Mapping]] = ..., list_tools: _Optional[_Union[ListToolsRequest, _Mapping]] = ..., **kwargs) -> None: ...
+    freeze: FreezeRequest
+    unfreeze: UnfreezeRequest
+    list_approvals: ListApprovalsRequest
+    decide: DecideRequest
+    def __init__(self, agent: _Optional[str] = ..., audience: _Optional[str] = ..., nonce: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., call: _Optional[_Union[CallRequest, _Mapping]] = ..., list_tools: _Optional[_Union[ListToolsRequest, _Mapping]] = ..., freeze: _Optional[_Union[FreezeRequest, _Mapping]] = ..., unfreeze: _Optional[_Union[UnfreezeRequest, _Mapping]] = ..., list_approvals: _Optional[_Union[ListApprovalsRequest, _Mapping]] = ..., decide: _Optional[_Union[DecideRequest, _Mapping]] = ..., **kwargs) -> None: ...
 
 class CallRequest(_message.Message):
     __slots__ = ("tool", "arguments_json", "idempotency_key", "task_id", "intent")
@@ -61,7 +69,7 @@ class ListToolsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CallResult(_message.Message):
-    __slots__ = ("state", "call_id", "result_json", "findings", "upstream_status", "approval_note")
+    __slots__ = ("state", "call_id", "result_json", "findings", "upstream_status", "approval_note", "escalate_at_ms", "expires_at_ms")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[CallResult.State]
@@ -78,13 +86,17 @@ class CallResult(_message.Message):
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_STATUS_FIELD_NUMBER: _ClassVar[int]
     APPROVAL_NOTE_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
     state: CallResult.State
     call_id: str
     result_json: str
     findings: _containers.RepeatedCompositeFieldContainer[Finding]
     upstream_status: int
     approval_note: str
-    def __init__(self, state: _Optional[_Union[CallResult.State, str]] = ..., call_id: _Optional[str] = ..., result_json: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., upstream_status: _Optional[int] = ..., approval_note: _Optional[str] = ...) -> None: ...
+    escalate_at_ms: int
+    expires_at_ms: int
+    def __init__(self, state: _Optional[_Union[CallResult.State, str]] = ..., call_id: _Optional[str] = ..., result_json: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., upstream_status: _Optional[int] = ..., approval_note: _Optional[str] = ..., escalate_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
 
 class Finding(_message.Message):
     __slots__ = ("kind", "path", "detail")
@@ -115,3 +127,81 @@ class ToolInfo(_message.Message):
     write: bool
     needs_approval: bool
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., arguments_schema_json: _Optional[str] = ..., write: _Optional[bool] = ..., needs_approval: _Optional[bool] = ...) -> None: ...
+
+class FreezeRequest(_message.Message):
+    __slots__ = ("agent", "all", "reason")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    all: bool
+    reason: str
+    def __init__(self, agent: _Optional[str] = ..., all: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class UnfreezeRequest(_message.Message):
+    __slots__ = ("agent", "all", "reason")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    agent: str
+    all: bool
+    reason: str
+    def __init__(self, agent: _Optional[str] = ..., all: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListApprovalsRequest(_message.Message):
+    __slots__ = ("include_decided",)
+    INCLUDE_DECIDED_FIELD_NUMBER: _ClassVar[int]
+    include_decided: bool
+    def __init__(self, include_decided: _Optional[bool] = ...) -> None: ...
+
+class DecideRequest(_message.Message):
+    __slots__ = ("call_id", "approve", "reason")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    approve: bool
+    reason: str
+    def __init__(self, call_id: _Optional[str] = ..., approve: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AdminResult(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    def __init__(self, message: _Optional[str] = ...) -> None: ...
+
+class ApprovalList(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[PendingCall]
+    def __init__(self, calls: _Optional[_Iterable[_Union[PendingCall, _Mapping]]] = ...) -> None: ...
+
+class PendingCall(_message.Message):
+    __slots__ = ("call_id", "agent", "tool", "arguments_json", "intent", "task_id", "why", "created_ms", "escalate_at_ms", "expires_at_ms", "state", "decided_by", "findings")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_MS_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    agent: str
+    tool: str
+    arguments_json: str
+    intent: str
+    task_id: str
+    why: str
+    created_ms: int
+    escalate_at_ms: int
+    expires_at_ms: int
+    state: str
+    decided_by: str
+    findings: _containers.RepeatedCompositeFieldContainer[Finding]
+    def __init__(self, call_id: _Optional[str] = ..., agent: _Optional[str] = ..., tool: _Optional[str] = ..., arguments_json: _Optional[str] = ..., intent: _Optional[str] = ..., task_id: _Optional[str] = ..., why: _Optional[str] = ..., created_ms: _Optional[int] = ..., escalate_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., state: _Optional[str] = ..., decided_by: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,387 @@
+"""The approvals service: calls that wait for a human, the decisions, the timers, the freezes.
+
+A pending call is stored whole, bound to a digest of exactly what will execute. A decision can
+come from the CLI (the admin service) or from Slack, at any time, also after a restart: it is a
+compare-and-set on the stored state, so a double click decides once. An approved call then runs
+once, through the same journal, redact and execute stages as any call, and whoever waits in
+Await is woken. Await itself only waits and reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from broker import errors, jsonexact
+from broker.approvals.records import (
+    APPROVED,
+    CANCELLED,
+    DENIED,
+    EXPIRED,
+    FAILED,
+    FINAL,
+    PENDING,
+    decode,
+    encode_error,
+)
+from broker.identity import RegisteredKey, Verified, now_ms
+from broker.pipeline import Call, Handler, Outcome
+from broker.policy import Decision, Policy
+from broker.snapshot import Snapshot
+from broker.store import CallRecord, Store
+from broker.v1 import broker_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+class Notifier(Protocol):
+    """Where humans are asked: Slack, or the operator's command line."""
+
+    def where(self, record: CallRecord, policy: Policy | None) -> str:
+        """One line for the agent: where the question was asked."""
+
+    async def asked(self, record: CallRecord, policy: Policy | None) -> None:
+        """A call started to wait for a human."""
+
+    async def reminded(self, record: CallRecord, policy: Policy | None) -> None:
+        """Nobody decided by escalate_after."""
+
+    async def decided(self, record: CallRecord) -> None:
+        """The call was decided, ran, expired or was cancelled: tell the humans how it ended."""
+
+    async def outcome_unknown(self, record: CallRecord) -> None:
+        """A write's outcome was lost in a crash: a human must reconcile it."""
+
+
+class Freezes:
+    """The kill switch, per agent or for all (``*``): in memory for the check on every
+    request, in the database so that a restart keeps it."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._frozen = store.freezes()
+
+    def check(self, agent: str) -> None:
+        """Raise AGENT_FROZEN when ``agent`` (or every agent) is frozen."""
+        for key in ("*", agent):
+            entry = self._frozen.get(key)
+            if entry is not None:
+                reason, by, _ = entry
+                scope = "every agent is" if key == "*" else f"agent '{agent}' is"
+                raise errors.AgentFrozen(
+                    f"{scope} frozen by {by}: {reason}; an operator lifts it with "
+                    f"broker unfreeze {'--all' if key == '*' else agent}"
+                )
+
+    def frozen(self, agent: str) -> bool:
+        """True when ``agent`` (or every agent) is frozen."""
+        return "*" in self._frozen or agent in self._frozen
+
+    async def freeze(self, agent: str, reason: str, by: str) -> None:
+        """Freeze ``agent`` (``*`` for all); durable before it returns."""
+        now = now_ms()
+        await self._store.set_freeze(agent, reason, by, now)
+        self._frozen[agent] = (reason, by, now)
+
+    async def unfreeze(self, agent: str) -> bool:
+        """Lift a freeze; False when there was none."""
+        lifted = await self._store.clear_freeze(agent)
+        self._frozen.pop(agent, None)
+        return lifted
+
+
+class Approvals:
+    """Pending calls: asking, deciding, expiring, running what was approved, waking Await."""
+
+    def __init__(
+        self,
+        store: Store,
+        freezes: Freezes,
+        notifier: Notifier,
+        snapshot: Callable[[], Snapshot],
+        *,
+        max_wait_s: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.freezes = freezes
+        self.notifier = notifier
+        self.snapshot = snapshot
+        self._max_wait_s = max_wait_s
+        self._events: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.run_approved: Handler | None = None  # the execution pipeline, set by the server
+
+    # -- asking ------------------------------------------------------------------------------
+
+    async def ask(self, call: Call, decision: Decision) -> Outcome:
+        """Store the call as pending and ask a human; PENDING_APPROVAL for the agent."""
+        assert call.arguments is not None
+        policy = call.snapshot.policies.policies[call.agent]
+        now = now_ms()
+        why = {
+            "reason": decision.reason,
+            "message": decision.message,
+            "rule": decision.rule,
+            "tainted": [list(t) for t in decision.tainted],
+        }
+        record = CallRecord(
+            call_id=call.call_id,
+            agent=call.agent,
+            key_id=call.signed.key_id,
+            tool=call.request.tool,
+            task_id=call.request.task_id,
+            intent=call.request.intent,
+            arguments=jsonexact.dumps(call.arguments, canonical=True),
+            digest=call.digest,
+            idempotency_key=call.request.idempotency_key,
+            state=PENDING,
+            why=json.dumps(why),
+            created_ms=now,
+            updated_ms=now,
+            escalate_at_ms=now + int(policy.escalate_after * 1000),
+            expires_at_ms=now + int(policy.expires_after * 1000),
+        )
+        if not await self.store.insert_call(record):
+            raise errors.CallInProgress(
+                "another request with this idempotency key arrived at the same moment; "
+                "send it again to get its answer"
+            )
+        self.spawn(self.notifier.asked(record, policy))
+        return self.pending_outcome(record, policy)
+
+    def pending_outcome(self, record: CallRecord, policy: Policy | None) -> Outcome:
+        """The answer while a call waits: where it was asked, when to stop, when it expires."""
+        note = (
+            f"{self.notifier.where(record, policy)}; if nobody decides, stop at "
+            f"{_clock(record.escalate_at_ms)} and resume with Await or the same "
+            f"idempotency key; denied at {_clock(record.expires_at_ms)}"
+        )
+        return Outcome(
+            state=pb.CallResult.PENDING_APPROVAL,
+            call_id=record.call_id,
+            approval_note=note,
+            escalate_at_ms=record.escalate_at_ms,
+            expires_at_ms=record.expires_at_ms,
+        )
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    async def decide(self, call_id: str, approve: bool, by: str, note: str = "") -> CallRecord:
+        """Approve or deny a pending call, once: a second decision is ALREADY_DECIDED."""
+        record = self.store.get_call(call_id)
+        if record is None:
+            raise errors.UnknownCall(f"no call '{call_id[:64]}'")
+        now = now_ms()
+        state = APPROVED if approve else DENIED
+        if not await self.store.transition(
+            call_id, (PENDING,), state, decided_by=by, decided_ms=now, note=note, updated_ms=now
+        ):
+            current = self.store.get_call(call_id)
+            assert current is not None
+            who = f" by {current.decided_by}" if current.decided_by else ""
+            raise errors.AlreadyDecided(f"call {call_id} is already {current.state}{who}")
+        if approve:
+            self.spawn(self._run(call_id))
+        else:
+            await self._finished(call_id)
+        decided = self.store.get_call(call_id)
+        assert decided is not None
+        return decided
+
+    async def freeze(self, agent: str, reason: str, by: str) -> int:
+        """The kill switch: freeze ``agent`` (``*``: every agent) from the next request on, and
+        cancel its pending calls; how many were cancelled."""
+        await self.freezes.freeze(agent, reason, by)
+        return await self.cancel(agent, by, f"frozen: {reason}")
+
+    async def cancel(self, agent: str, by: str, reason: str) -> int:
+        """Cancel the pending calls of ``agent`` (``*``: of every agent); how many."""
+        where, params = (
+            ("state = ?", (PENDING,))
+            if agent == "*"
+            else ("state = ? AND agent = ?", (PENDING, agent))
+        )
+        count = 0
+        for record in self.store.calls_where(where, params):
+            now = now_ms()
+            if await self.store.transition(
+                record.call_id,
+                (PENDING,),
+                CANCELLED,
+                decided_by=by,
+                decided_ms=now,
+                note=reason,
+                updated_ms=now,
+            ):
+                count += 1
+                await self._finished(record.call_id)
+        return count
+
+    async def _run(self, call_id: str) -> None:
+        record = self.store.get_call(call_id)
+        assert record is not None and self.run_approved is not None
+        call = approved_call(record, self.snapshot())
+        try:
+            await self.run_approved(call)
+        except errors.BrokerError as exc:
+            # refused before it started (the policy changed, the agent was frozen): recorded
+            # here; one that started has its outcome recorded by the journal already
+            log.info("approved call %s ended with %s", call_id, exc.reason)
+            await self.store.transition(
+                call_id, (APPROVED,), FAILED, outcome=encode_error(exc), updated_ms=now_ms()
+            )
+        except Exception:
+            log.exception("approved call %s failed inside the broker", call_id)
+            await self.store.transition(
+                call_id,
+                (APPROVED,),
+                FAILED,
+                updated_ms=now_ms(),
+                outcome=encode_error(errors.InternalError(f"internal error in call {call_id}")),
+            )
+        await self._finished(call_id)
+
+    async def _finished(self, call_id: str) -> None:
+        event = self._events.pop(call_id, None)
+        if event is not None:
+            event.set()
+        record = self.store.get_call(call_id)
+        if record is not None:
+            self.spawn(self.notifier.decided(record))
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    async def await_outcome(
+        self, call_id: str, agent: str, wait_ms: int, time_left: float | None
+    ) -> Outcome:
+        """The call's outcome once it is known, waiting up to ``wait_ms`` (capped); a call
+        still undecided answers PENDING_APPROVAL again."""
+        record = self.store.get_call(call_id)
+        if record is None or record.agent != agent:
+            raise errors.UnknownCall(f"no call '{call_id[:64]}' of agent '{agent}'")
+        wait = min(wait_ms / 1000, self._max_wait_s)
+        if time_left is not None:
+            wait = min(wait, max(0.0, time_left))
+        if record.state not in FINAL and wait > 0:
+            event = self._events.setdefault(call_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):  # still undecided: answered as pending
+                await asyncio.wait_for(event.wait(), wait)
+            record = self.store.get_call(call_id)
+            assert record is not None
+        return self.answer(record)
+
+    def answer(self, record: CallRecord) -> Outcome:
+        """What a stored call means for its agent now; a refusal is raised."""
+        if record.state in (PENDING, APPROVED) or record.state == "executing":
+            policy = self.snapshot().policies.policies.get(record.agent)
+            return self.pending_outcome(record, policy)
+        if record.state == DENIED:
+            raise errors.ApprovalDenied(
+                f"{record.decided_by} denied call {record.call_id}"
+                + (f": {record.note}" if record.note else "")
+            )
+        if record.state == CANCELLED:
+            raise errors.ApprovalDenied(
+                f"call {record.call_id} was cancelled by {record.decided_by}: {record.note}"
+            )
+        if record.state == EXPIRED:
+            raise errors.ApprovalExpired(
+                f"nobody decided call {record.call_id} before {_clock(record.expires_at_ms)}"
+            )
+        if record.state == "outcome_unknown":
+            raise errors.OutcomeUnknown(
+                f"call {record.call_id} began and its outcome was lost (the broker stopped); "
+                "it will not run again: a human must check the tool and reconcile it"
+            )
+        return decode(record.outcome, record.call_id)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Expire calls past expires_after; remind once at escalate_after."""
+        now = now_ms()
+        for record in self.store.calls_where("state = ? AND expires_at_ms <= ?", (PENDING, now)):
+            if await self.store.transition(
+                record.call_id,
+                (PENDING,),
+                EXPIRED,
+                updated_ms=now,
+                decided_by="nobody",
+                decided_ms=now,
+            ):
+                await self._finished(record.call_id)
+        for record in self.store.calls_where(
+            "state = ? AND reminded = 0 AND escalate_at_ms <= ?", (PENDING, now)
+        ):
+            await self.store.update_call(record.call_id, reminded=1)
+            policy = self.snapshot().policies.policies.get(record.agent)
+            self.spawn(self.notifier.reminded(record, policy))
+
+    async def run_timers(self, interval: float) -> None:
+        """tick() every ``interval`` seconds until cancelled."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("approval timers failed; trying again")
+            await asyncio.sleep(interval)
+
+    def recover(self, now: int) -> None:
+        """At start: writes that began and never finished become outcome_unknown, and a human
+        is told."""
+        for call_id in self.store.calls_left_executing(now):
+            record = self.store.get_call(call_id)
+            assert record is not None
+            log.error(
+                "call %s (%s %s) began before the broker stopped and its outcome is "
+                "unknown; it will not run again",
+                call_id,
+                record.agent,
+                record.tool,
+            )
+            self.spawn(self.notifier.outcome_unknown(record))
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` in the background, keeping a reference and logging its failure."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background work failed: %r", task.exception())
+
+    async def close(self) -> None:
+        """Let background work (executions, notifications) finish."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def approved_call(record: CallRecord, snapshot: Snapshot) -> Call:
+    """A Call rebuilt from a stored one, to run through the execution stages."""
+    envelope = pb.Envelope(agent=record.agent)
+    envelope.call.CopyFrom(
+        pb.CallRequest(
+            tool=record.tool,
+            arguments_json=record.arguments,
+            idempotency_key=record.idempotency_key,
+            task_id=record.task_id,
+            intent=record.intent,
+        )
+    )
+    key = snapshot.keys.get(record.key_id) or RegisteredKey(record.key_id, record.agent, None, None)
+    call = Call("call", pb.SignedRequest(key_id=record.key_id), snapshot, call_id=record.call_id)
+    call.verified = Verified(envelope, replace(key, agent=record.agent))
+    call.record = record
+    return call
+
+
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

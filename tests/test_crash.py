@@ -1,0 +1,92 @@
+"""kill -9 between a write's intent and its outcome: after the restart the write is
+OUTCOME_UNKNOWN, never run again, and listed for a human to reconcile."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from broker import errors
+from broker.client import BrokerClient
+from broker.testing import FakeUpstream, Reply, Workspace
+
+PAY = {"id": "INV-9", "amount": 10}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(config: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "broker", "run", "--config", config],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_serving(client: BrokerClient, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.list_tools(timeout=1)
+            return
+        except errors.BrokerError:
+            time.sleep(0.1)  # the broker process is starting; bounded by the deadline
+    raise AssertionError("the broker did not start")
+
+
+def test_a_write_cut_off_by_kill_9_is_outcome_unknown_after_restart(
+    ws: Workspace, upstream: FakeUpstream
+) -> None:
+    agent = ws.agent(
+        "payer",
+        grants=[{"tool": "invoices.pay", "approval": "never", "no_approval_because": "test"}],
+    )
+    listen = f"127.0.0.1:{_free_port()}"
+    ws.settings(listen=listen)
+    config = str(ws.root / "broker.yaml")
+    upstream.respond = lambda request: Reply(body={"paid": True}, delay=5)
+    first = _start(config)
+    try:
+        with BrokerClient(listen, agent, broker_id="broker.test", timeout=15) as client:
+            _wait_serving(client)
+            outcome: list[BaseException] = []
+
+            def pay() -> None:
+                try:
+                    client.call("invoices.pay", PAY, idempotency_key="crash-1")
+                except BaseException as exc:  # the broker dies under this call
+                    outcome.append(exc)
+
+            paying = threading.Thread(target=pay)
+            paying.start()
+            deadline = time.monotonic() + 10
+            while not upstream.requests and time.monotonic() < deadline:
+                time.sleep(0.02)  # until the write reached the upstream; bounded
+            assert len(upstream.requests) == 1
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+            paying.join(20)
+            assert outcome and isinstance(outcome[0], errors.Unavailable)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    with ws.broker(listen="127.0.0.1:0") as broker, broker.client(agent) as client:
+        with pytest.raises(errors.OutcomeUnknown, match="will not run again") as unknown:
+            client.call("invoices.pay", PAY, idempotency_key="crash-1")
+        assert unknown.value.status_code.name == "UNKNOWN"
+        with broker.admin() as admin:
+            (listed,) = admin.list_approvals()
+        assert (listed.state, listed.tool) == ("outcome_unknown", "invoices.pay")
+    assert len(upstream.requests) == 1
