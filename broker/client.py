@@ -328,6 +328,7 @@ class AdminClient:
         "Unfreeze": pb.AdminResult,
         "ListApprovals": pb.ApprovalList,
         "Decide": pb.AdminResult,
+        "Reconcile": pb.AdminResult,
     }
 
     def __init__(
@@ -369,6 +370,12 @@ class AdminClient:
         envelope = self.credentials.envelope(self.broker_id)
         envelope.decide.CopyFrom(pb.DecideRequest(call_id=call_id, approve=approve, reason=reason))
         return str(self._send("Decide", envelope).message)
+
+    def reconcile(self, call_id: str, note: str) -> str:
+        """Record what a human found about a write whose outcome was lost."""
+        envelope = self.credentials.envelope(self.broker_id)
+        envelope.reconcile.CopyFrom(pb.ReconcileRequest(call_id=call_id, note=note))
+        return str(self._send("Reconcile", envelope).message)
 
     def _send(self, method: str, envelope: pb.Envelope) -> Any:
         try:

@@ -23,7 +23,9 @@ from broker.snapshot import Snapshot
 from broker.store import CallRecord
 from broker.v1 import broker_pb2 as pb
 
-Rpc = Literal["call", "await", "list_tools", "freeze", "unfreeze", "list_approvals", "decide"]
+Rpc = Literal[
+    "call", "await", "list_tools", "freeze", "unfreeze", "list_approvals", "decide", "reconcile"
+]
 
 # The order, outermost first. Names are keys of the stage factories given to build_pipeline.
 CALL_STAGES: tuple[str, ...] = (

@@ -291,6 +291,7 @@ class Broker:
             ("Unfreeze", "unfreeze", pb.AdminResult),
             ("ListApprovals", "list_approvals", pb.ApprovalList),
             ("Decide", "decide", pb.AdminResult),
+            ("Reconcile", "reconcile", pb.AdminResult),
         )
         admin_handlers = {
             method: _unary(self._endpoint(rpc, admin, _reply), response)

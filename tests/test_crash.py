@@ -88,5 +88,9 @@ def test_a_write_cut_off_by_kill_9_is_outcome_unknown_after_restart(
         assert unknown.value.status_code.name == "UNKNOWN"
         with broker.admin() as admin:
             (listed,) = admin.list_approvals()
-        assert (listed.state, listed.tool) == ("outcome_unknown", "invoices.pay")
+            assert (listed.state, listed.tool) == ("outcome_unknown", "invoices.pay")
+            admin.reconcile(listed.call_id, note="the bank shows one payment of 10.00")
+            assert admin.list_approvals() == []
+        with pytest.raises(errors.OutcomeUnknown, match="the bank shows one payment"):
+            client.call("invoices.pay", PAY, idempotency_key="crash-1")
     assert len(upstream.requests) == 1

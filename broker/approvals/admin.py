@@ -64,6 +64,13 @@ class AdminStage:
             )
             verb = "approved; it runs now" if request.approve else "denied"
             return _reply(f"call {record.call_id} ({record.agent} {record.tool}) {verb}")
+        if call.rpc == "reconcile":
+            if not envelope.reconcile.note:
+                raise errors.InvalidArguments("say what you found in the tool (note)")
+            record = await self._approvals.reconcile(
+                envelope.reconcile.call_id, by, envelope.reconcile.note
+            )
+            return _reply(f"call {record.call_id} reconciled: {record.note}")
         if call.rpc == "list_approvals":
             return Outcome(
                 reply=pb.ApprovalList(

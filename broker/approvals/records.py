@@ -13,7 +13,8 @@ from broker.v1 import broker_pb2 as pb
 PENDING, APPROVED, EXECUTING = "pending", "approved", "executing"
 DONE, TOOL_ERROR, FAILED = "done", "tool_error", "failed"
 DENIED, EXPIRED, CANCELLED, UNKNOWN = "denied", "expired", "cancelled", "outcome_unknown"
-FINAL = (DONE, TOOL_ERROR, FAILED, DENIED, EXPIRED, CANCELLED, UNKNOWN)
+RECONCILED = "reconciled"  # outcome_unknown, checked by a human
+FINAL = (DONE, TOOL_ERROR, FAILED, DENIED, EXPIRED, CANCELLED, UNKNOWN, RECONCILED)
 
 
 def binding_digest(call: Call) -> str:

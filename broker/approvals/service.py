@@ -27,6 +27,8 @@ from broker.approvals.records import (
     FAILED,
     FINAL,
     PENDING,
+    RECONCILED,
+    UNKNOWN,
     decode,
     encode_error,
 )
@@ -194,6 +196,23 @@ class Approvals:
         assert decided is not None
         return decided
 
+    async def reconcile(self, call_id: str, by: str, note: str) -> CallRecord:
+        """A human has checked a write whose outcome was lost; it leaves the to-do list."""
+        now = now_ms()
+        if not await self.store.transition(
+            call_id,
+            (UNKNOWN,),
+            RECONCILED,
+            decided_by=by,
+            decided_ms=now,
+            note=note,
+            updated_ms=now,
+        ):
+            raise errors.AlreadyDecided(f"call {call_id} has no lost outcome to reconcile")
+        record = self.store.get_call(call_id)
+        assert record is not None
+        return record
+
     async def freeze(self, agent: str, reason: str, by: str) -> int:
         """The kill switch: freeze ``agent`` (``*``: every agent) from the next request on, and
         cancel its pending calls; how many were cancelled."""
@@ -298,6 +317,11 @@ class Approvals:
             raise errors.OutcomeUnknown(
                 f"call {record.call_id} began and its outcome was lost (the broker stopped); "
                 "it will not run again: a human must check the tool and reconcile it"
+            )
+        if record.state == RECONCILED:
+            raise errors.OutcomeUnknown(
+                f"call {record.call_id}'s outcome was lost; {record.decided_by} checked the "
+                f"tool: {record.note}. It will not run again; use a new key to act anew"
             )
         return decode(record.outcome, record.call_id)
 

@@ -39,6 +39,14 @@ def add_admin_commands(commands: Any) -> None:
         _options(command)
         command.set_defaults(handler=_decide, approve=approve)
 
+    reconcile = commands.add_parser(
+        "reconcile", help="record what you found about a write whose outcome was lost"
+    )
+    reconcile.add_argument("call_id")
+    reconcile.add_argument("--note", required=True, help="what the tool shows happened")
+    _options(reconcile)
+    reconcile.set_defaults(handler=_reconcile)
+
     for name in ("freeze", "unfreeze"):
         command = commands.add_parser(name, help=f"{name} an agent, or every agent (--all)")
         command.add_argument("agent", nargs="?", default="")
@@ -106,6 +114,12 @@ def _list(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace) -> int:
     with _client(args) as client:
         print(client.decide(args.call_id, args.approve, args.reason))
+    return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(client.reconcile(args.call_id, args.note))
     return 0
 
 

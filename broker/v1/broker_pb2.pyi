@@ -18,7 +18,7 @@ class SignedRequest(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("agent", "audience", "nonce", "issued_at_ms", "call", "list_tools", "freeze", "unfreeze", "list_approvals", "decide")
+    __slots__ = ("agent", "audience", "nonce", "issued_at_ms", "call", "list_tools", "freeze", "unfreeze", "list_approvals", "decide", "reconcile")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class Envelope(_message.Message):
     UNFREEZE_FIELD_NUMBER: _ClassVar[int]
     LIST_APPROVALS_FIELD_NUMBER: _ClassVar[int]
     DECIDE_FIELD_NUMBER: _ClassVar[int]
+    RECONCILE_FIELD_NUMBER: _ClassVar[int]
     agent: str
     audience: str
     nonce: str
@@ -40,7 +41,8 @@ class Envelope(_message.Message):
     unfreeze: UnfreezeRequest
     list_approvals: ListApprovalsRequest
     decide: DecideRequest
-    def __init__(self, agent: _Optional[str] = ..., audience: _Optional[str] = ..., nonce: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., call: _Optional[_Union[CallRequest, _Mapping]] = ..., list_tools: _Optional[_Union[ListToolsRequest, _Mapping]] = ..., freeze: _Optional[_Union[FreezeRequest, _Mapping]] = ..., unfreeze: _Optional[_Union[UnfreezeRequest, _Mapping]] = ..., list_approvals: _Optional[_Union[ListApprovalsRequest, _Mapping]] = ..., decide: _Optional[_Union[DecideRequest, _Mapping]] = ..., **kwargs) -> None: ...
+    reconcile: ReconcileRequest
+    def __init__(self, agent: _Optional[str] = ..., audience: _Optional[str] = ..., nonce: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., call: _Optional[_Union[CallRequest, _Mapping]] = ..., list_tools: _Optional[_Union[ListToolsRequest, _Mapping]] = ..., freeze: _Optional[_Union[FreezeRequest, _Mapping]] = ..., unfreeze: _Optional[_Union[UnfreezeRequest, _Mapping]] = ..., list_approvals: _Optional[_Union[ListApprovalsRequest, _Mapping]] = ..., decide: _Optional[_Union[DecideRequest, _Mapping]] = ..., reconcile: _Optional[_Union[ReconcileRequest, _Mapping]] = ..., **kwargs) -> None: ...
 
 class CallRequest(_message.Message):
     __slots__ = ("tool", "arguments_json", "idempotency_key", "task_id", "intent")
@@ -163,6 +165,14 @@ class DecideRequest(_message.Message):
     approve: bool
     reason: str
     def __init__(self, call_id: _Optional[str] = ..., approve: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReconcileRequest(_message.Message):
+    __slots__ = ("call_id", "note")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    note: str
+    def __init__(self, call_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class AdminResult(_message.Message):
     __slots__ = ("message",)
