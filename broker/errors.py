@@ -87,6 +87,7 @@ class BrokerError(Exception):
         self.message = message
         self.retry_after = retry_after
         self.call_id = call_id  # the audit id of the refused call, when the broker sent one
+        self.final = False  # True: retrying inside the broker cannot help (an open circuit)
         # The code seen on the wire; differs from ``code`` only for errors this tree has no
         # class for (CANCELLED, UNIMPLEMENTED, a transport failure seen by the SDK).
         self.status_code = status_code or self.code

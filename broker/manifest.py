@@ -55,6 +55,79 @@ class CredentialSlot(BaseModel):
         return self
 
 
+class RateLimit(BaseModel):
+    """At most ``requests`` calls per ``per``; a call over the limit waits up to ``queue``,
+    else it is refused with RATE_LIMITED and the time a slot frees."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests: int = Field(gt=0, le=1_000_000)
+    per: Duration
+    queue: Duration = Field(0.0, description="How long a call may wait for a slot (0: none).")
+
+
+class SoftLimitRule(BaseModel):
+    """An answer that means "slow down" whatever its status: each given test must hold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: int | None = Field(None, ge=100, le=599)
+    json_path: str | None = Field(
+        None,
+        pattern=r"^\$(\.[A-Za-z0-9_-]+|\[[0-9]+\])*$",
+        description="$.error or $.errors[0].code",
+    )
+    equals: str | int | bool | None = None
+    contains: str | None = None
+    body_regex: str | None = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> SoftLimitRule:
+        if (self.equals is not None or self.contains is not None) and self.json_path is None:
+            raise ValueError("equals and contains need a json_path")
+        if self.json_path is not None and self.equals is None and self.contains is None:
+            raise ValueError("a json_path needs equals or contains")
+        if self.status is None and self.json_path is None and self.body_regex is None:
+            raise ValueError("write at least one of status, json_path, body_regex")
+        if self.body_regex is not None:
+            try:
+                re.compile(self.body_regex)
+            except re.error as exc:
+                raise ValueError(f"body_regex does not compile: {exc}") from None
+        return self
+
+
+class RateLimitHeaders(BaseModel):
+    """Headers an upstream uses to announce its own limit: remaining 0 with a reset (epoch
+    seconds, or seconds from now) gives the tool a rest until then."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    remaining: str = "X-RateLimit-Remaining"
+    reset: str = "X-RateLimit-Reset"
+
+
+class Retries(BaseModel):
+    """Reads that fail (5xx, connection, timeout, 429) are tried again with exponential backoff
+    and full jitter, within the caller's deadline."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max: int = Field(2, ge=0, le=10, description="Further tries after the first.")
+    base: Duration = 0.1
+    cap: Duration = 5.0
+
+
+class CircuitBreaker(BaseModel):
+    """After ``failures`` failures in a row the tool fails fast for ``cool_down``; then one
+    call is let through to test it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    failures: int = Field(5, ge=1, le=1000)
+    cool_down: Duration = 30.0
+
+
 class Action(BaseModel):
     """What every action has: whether it writes, a description, and its arguments' schema."""
 
@@ -62,6 +135,7 @@ class Action(BaseModel):
 
     effect: Literal["read", "write"] = Field(description="A write changes something upstream.")
     description: str = ""
+    cost: int = Field(1, ge=0, le=1_000_000, description="Cost units a call spends of budgets.")
     arguments: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON Schema (2020-12) of the arguments object.",
@@ -190,6 +264,19 @@ class HttpTool(BaseModel):
     credentials: dict[str, CredentialSlot] = Field(
         default_factory=dict, description="Slot name -> where the credential goes."
     )
+    rate_limit: RateLimit | None = Field(None, description="For every agent together.")
+    rate_limited_when: list[SoftLimitRule] = Field(
+        default_factory=lambda: [SoftLimitRule(status=429)],
+        description="Answers that mean slow down (UPSTREAM_RATE_LIMITED), 429 among them.",
+    )
+    rate_limit_headers: RateLimitHeaders = Field(default_factory=lambda: RateLimitHeaders())
+    retries: Retries = Field(default_factory=Retries)
+    idempotency_header: str | None = Field(
+        None,
+        description="The upstream's idempotency header: writes may then be retried, "
+        "sending the call's idempotency key in it.",
+    )
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     actions: dict[str, HttpAction] = Field(min_length=1)
 
     @field_validator("base_url")
@@ -227,6 +314,8 @@ class CommandTool(BaseModel):
     description: str = ""
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     credentials: dict[str, CredentialSlot] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = Field(None, description="For every agent together.")
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     actions: dict[str, CommandAction] = Field(min_length=1)
 
     @field_validator("actions")

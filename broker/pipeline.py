@@ -35,10 +35,15 @@ CALL_STAGES: tuple[str, ...] = (
     "grant",
     "validate",
     "constrain",
-    "idempotency",
+    "idempotency",  # before budgets and limits: a retry answered from the store costs nothing
+    "loops",
+    "budget",
+    "ratelimit",
     "confirm",
     "journal",
     "redact",
+    "retry",
+    "circuit",
     "execute",
 )
 LIST_TOOLS_STAGES: tuple[str, ...] = ("audit", "verify", "freeze", "list_tools")
@@ -52,6 +57,8 @@ APPROVED_STAGES: tuple[str, ...] = (
     "constrain",
     "journal",
     "redact",
+    "retry",
+    "circuit",
     "execute",
 )
 ADMIN_STAGES: tuple[str, ...] = ("audit", "verify_admin", "admin")
@@ -69,6 +76,7 @@ class Outcome:
     escalate_at_ms: int = 0
     expires_at_ms: int = 0
     call_id: str = ""  # set when the answer belongs to an earlier call (idempotent retry, Await)
+    upstream_rest: float = 0.0  # seconds the upstream asked every caller to wait (rate headers)
     tools: list[pb.ToolInfo] | None = None  # ListTools only
     reply: Any = None  # the admin service's answer message
 

@@ -31,6 +31,10 @@ from broker.approvals.slack import SlackInteractions, SlackNotifier
 from broker.approvals.socket_mode import SlackSocketMode
 from broker.http_side import HttpSide
 from broker.identity import KeyRegistry, ReplayGuard, now_ms
+from broker.limits.budgets import Budgets
+from broker.limits.circuit import Circuits
+from broker.limits.loops import LoopDetector
+from broker.limits.rates import Limiters
 from broker.pipeline import (
     ADMIN_STAGES,
     APPROVED_STAGES,
@@ -49,6 +53,8 @@ from broker.settings import BrokerSettings
 from broker.snapshot import Snapshot, load_snapshot
 from broker.stages.audit import AuditStage
 from broker.stages.await_call import AwaitStage
+from broker.stages.budget import BudgetStage
+from broker.stages.circuit import CircuitStage
 from broker.stages.confirm import ConfirmStage
 from broker.stages.constrain import ConstrainStage
 from broker.stages.execute import ExecuteStage
@@ -57,7 +63,10 @@ from broker.stages.grant import GrantStage
 from broker.stages.idempotency import IdempotencyStage
 from broker.stages.journal import JournalStage
 from broker.stages.list_tools import ListToolsStage
+from broker.stages.loops import LoopStage
+from broker.stages.ratelimit import RateLimitStage
 from broker.stages.redact import RedactStage
+from broker.stages.retry import RetryStage
 from broker.stages.validate import ValidateStage
 from broker.stages.verify import VerifyStage
 from broker.store import Store, StoreError
@@ -261,6 +270,11 @@ class Broker:
             "validate": ValidateStage(),
             "constrain": ConstrainStage(),
             "idempotency": IdempotencyStage(approvals),
+            "loops": LoopStage(LoopDetector(self._store, now_ms()), approvals),
+            "budget": BudgetStage(Budgets(self._store, approvals.alert)),
+            "ratelimit": RateLimitStage(Limiters()),
+            "retry": RetryStage(),
+            "circuit": CircuitStage(Circuits()),
             "confirm": ConfirmStage(approvals),
             "journal": JournalStage(self._store),
             "redact": RedactStage(vault),

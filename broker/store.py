@@ -113,6 +113,17 @@ MIGRATIONS: list[str] = [
         ts_ms INTEGER NOT NULL
     );
     """,
+    # 5: budget use per scope (agent, task, agent and tool) and period (a UTC day, or a task)
+    """
+    CREATE TABLE budgets (
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        calls INTEGER NOT NULL,
+        cost INTEGER NOT NULL,
+        alerted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (scope, period)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -422,6 +433,40 @@ class Store:
             lambda c: c.execute("DELETE FROM freezes WHERE agent = ?", (agent,)).rowcount > 0
         )
 
+    # -- budgets -------------------------------------------------------------------------------
+
+    def usage(self, scope: str, period: str) -> tuple[int, int, int]:
+        """(calls, cost, alerted percent) used of a budget so far."""
+        row = self.read(
+            lambda c: c.execute(
+                "SELECT calls, cost, alerted FROM budgets WHERE scope = ? AND period = ?",
+                (scope, period),
+            ).fetchone()
+        )
+        return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+    def add_usage(self, scope: str, period: str, calls: int, cost: int, alerted: int) -> None:
+        """Count use of a budget; committed with the next batch, before the call's own audit
+        row (so before its answer leaves). Nobody waits for it."""
+        self._fire_and_forget(_ADD_USAGE, (scope, period, calls, cost, alerted))
+
+    def _fire_and_forget(self, sql: str, values: Sequence[Any]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a failure shows in the audit row that follows in the same batch
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._enqueue(_Pending(future, sql=sql, values=values))
+
+    def loop_history(self, since_ms: int) -> list[tuple[int, str, str, str, str, str]]:
+        """(ts_ms, agent, tool, args_digest, decision, reason) of calls since ``since_ms``,
+        from the audit table: the loop detector's memory after a restart."""
+        return self.read(
+            lambda c: c.execute(
+                "SELECT ts_ms, agent, tool, args_digest, decision, reason FROM audit "
+                "WHERE ts_ms >= ? AND rpc = 'call' AND agent != '' ORDER BY seq",
+                (since_ms,),
+            ).fetchall()
+        )
+
     # -- secrets -------------------------------------------------------------------------------
 
     def changed_elsewhere(self) -> int:
@@ -438,11 +483,7 @@ class Store:
 
     def secret_used(self, name: str, now_ms: int) -> None:
         """Note when a secret was last used; written with the next commit, nobody waits."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Nobody awaits this: mark any failure as seen (the audit row of the call reports a
-        # broken database on its own).
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._enqueue(_Pending(future, sql=_TOUCH_SECRET, values=(now_ms, name)))
+        self._fire_and_forget(_TOUCH_SECRET, (now_ms, name))
 
     def recent_nonces(self, since_ms: int) -> dict[str, int]:
         """Accepted nonces recorded at or after ``since_ms``, with when they were recorded."""
@@ -453,6 +494,11 @@ class Store:
             return dict(rows.fetchall())
 
 
+_ADD_USAGE = (
+    "INSERT INTO budgets (scope, period, calls, cost, alerted) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (scope, period) DO UPDATE SET calls = calls + excluded.calls, "
+    "cost = cost + excluded.cost, alerted = max(alerted, excluded.alerted)"
+)
 _TOUCH_SECRET = "UPDATE secrets SET last_used_ms = ? WHERE name = ?"  # noqa: S105 (SQL)
 
 

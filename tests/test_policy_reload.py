@@ -58,9 +58,11 @@ def test_a_changed_file_is_picked_up_without_a_signal(
         ws.write("policies/reader.yaml", _policy(credentials, ["invoices.list"]))
         deadline = time.monotonic() + 10
         refused = False
+        polls = 0
         while not refused and time.monotonic() < deadline:
+            polls += 1
             try:
-                client.call("invoices.get", {"id": "INV-1"})
+                client.call("invoices.get", {"id": f"INV-{polls}"})  # not a loop: new arguments
                 time.sleep(0.05)  # polling a running broker, bounded by the deadline above
             except errors.ToolNotGranted:
                 refused = True

@@ -18,6 +18,7 @@ import asyncio
 import base64
 import ipaddress
 import json
+import re
 import socket
 import time
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from broker import errors, jsonexact
-from broker.manifest import HttpAction, HttpTool, ToolAction
+from broker.manifest import HttpAction, HttpTool, SoftLimitRule, ToolAction
 from broker.pipeline import Outcome
 from broker.secrets import Injected
 from broker.v1 import broker_pb2 as pb
@@ -64,6 +65,7 @@ class HttpAdapter:
         arguments: dict[str, Any],
         time_left: float | None,
         credentials: Sequence[Injected] = (),
+        idempotency_key: str = "",
     ) -> HttpResponse:
         """Send one call; raises UpstreamTimeout, UpstreamUnavailable or
         UpstreamAddressRefused, never an aiohttp exception. Credentials are put in last, into
@@ -79,6 +81,8 @@ class HttpAdapter:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        if tool.idempotency_header and idempotency_key:
+            headers[tool.idempotency_header] = idempotency_key
         _inject(credentials, headers, query)
         try:
             async with session.request(
@@ -93,7 +97,7 @@ class HttpAdapter:
                 payload = await _read_capped(response, tool.max_response_bytes)
                 return HttpResponse(
                     response.status,
-                    dict(response.headers),
+                    {key.lower(): value for key, value in response.headers.items()},
                     payload,
                     response.content_type,
                 )
@@ -120,10 +124,12 @@ class HttpAdapter:
         arguments: dict[str, Any],
         time_left: float | None,
         credentials: Sequence[Injected] = (),
+        idempotency_key: str = "",
     ) -> Outcome:
         """Send the call and say what its answer means for the agent."""
-        response = await self.send(action, arguments, time_left, credentials)
-        return interpret(action.tool.name, response)
+        response = await self.send(action, arguments, time_left, credentials, idempotency_key)
+        assert isinstance(action.tool, HttpTool)
+        return interpret(action.tool, response)
 
     def _session(self, tool: HttpTool) -> aiohttp.ClientSession:
         session = self._sessions.get(tool.name)
@@ -296,19 +302,78 @@ class GuardedResolver(AbstractResolver):
         """Nothing to release."""
 
 
-def interpret(tool: str, response: HttpResponse) -> Outcome:
-    """2xx is DONE; 429 is UPSTREAM_RATE_LIMITED; 5xx is UPSTREAM_UNAVAILABLE; any other
-    status is the tool's own failure, TOOL_ERROR, with the upstream's body."""
+def interpret(tool: HttpTool, response: HttpResponse) -> Outcome:
+    """What an answer means. A 429, or any answer the manifest's ``rate_limited_when`` rules
+    recognise (a 200 with ``{"error": "rate_limited"}``), is UPSTREAM_RATE_LIMITED: never a
+    result. 5xx is UPSTREAM_UNAVAILABLE. 2xx is DONE; any other status is the tool's own
+    failure, TOOL_ERROR, with its body. Remaining 0 with a reset asks every caller to rest."""
     status = response.status
-    if status == 429:
+    text = response.body.decode("utf-8", errors="replace")
+    if status == 429 or any(_matches(rule, status, text) for rule in tool.rate_limited_when):
+        wait = response.headers.get("retry-after") or _reset(tool, response)
         raise errors.UpstreamRateLimited(
-            f"{tool} answered 429 Too Many Requests; wait before calling it again",
-            retry_after=retry_after(response.headers.get("Retry-After")),
+            f"{tool.name} answered {status} meaning 'too many requests'; wait before calling "
+            "it again",
+            retry_after=retry_after(wait),
         )
     if status >= 500:
-        raise errors.UpstreamUnavailable(f"{tool} answered {status}; the call did not complete")
+        wait = response.headers.get("retry-after")  # a 503 may say when to come back
+        raise errors.UpstreamUnavailable(
+            f"{tool.name} answered {status}; the call did not complete",
+            retry_after=retry_after(wait) if wait else None,
+        )
     state = pb.CallResult.DONE if 200 <= status < 300 else pb.CallResult.TOOL_ERROR
-    return Outcome(state=state, result_json=body_as_json(response), upstream_status=status)
+    rest = 0.0
+    remaining = response.headers.get(tool.rate_limit_headers.remaining.lower(), "").strip()
+    if remaining == "0" and _reset(tool, response):
+        rest = retry_after(_reset(tool, response))
+    return Outcome(
+        state=state, result_json=body_as_json(response), upstream_status=status, upstream_rest=rest
+    )
+
+
+def _reset(tool: HttpTool, response: HttpResponse) -> str | None:
+    """The reset header as seconds from now (it may be epoch seconds or a delay)."""
+    value = response.headers.get(tool.rate_limit_headers.reset.lower(), "").strip()
+    if not value.replace(".", "", 1).isdigit():
+        return None
+    number = float(value)
+    seconds = number - time.time() if number > 1_000_000_000 else number
+    return str(max(0, int(seconds + 0.999)))
+
+
+def _matches(rule: SoftLimitRule, status: int, text: str) -> bool:
+    if rule.status is not None and rule.status != status:
+        return False
+    if rule.body_regex is not None and not re.search(rule.body_regex, text[:65536]):
+        return False
+    if rule.json_path is not None:
+        found, value = _json_at(text, rule.json_path)
+        if not found:
+            return False
+        if rule.equals is not None and value != rule.equals:
+            return False
+        if rule.contains is not None and rule.contains not in str(value):
+            return False
+    return True
+
+
+_STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[([0-9]+)\]")
+
+
+def _json_at(text: str, path: str) -> tuple[bool, Any]:
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        return False, None
+    for name, index in _STEP.findall(path[1:]):
+        if name and isinstance(value, dict) and name in value:
+            value = value[name]
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return False, None
+    return True, value
 
 
 def body_as_json(response: HttpResponse) -> str:

@@ -50,3 +50,6 @@ class CliNotifier:
 
     async def outcome_unknown(self, record: CallRecord) -> None:
         """Logged at start by the approvals service already."""
+
+    async def alert(self, text: str) -> None:
+        """Logged by the approvals service already."""

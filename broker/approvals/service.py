@@ -60,6 +60,9 @@ class Notifier(Protocol):
     async def outcome_unknown(self, record: CallRecord) -> None:
         """A write's outcome was lost in a crash: a human must reconcile it."""
 
+    async def alert(self, text: str) -> None:
+        """Something humans must hear about: a budget at 80% or 100%, an automatic freeze."""
+
 
 class Freezes:
     """The kill switch, per agent or for all (``*``): in memory for the check on every
@@ -370,6 +373,11 @@ class Approvals:
                 record.tool,
             )
             self.spawn(self.notifier.outcome_unknown(record))
+
+    def alert(self, text: str) -> None:
+        """Tell the humans (log, and Slack when configured), without waiting."""
+        log.warning("alert: %s", text)
+        self.spawn(self.notifier.alert(text))
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` in the background, keeping a reference and logging its failure."""

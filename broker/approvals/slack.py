@@ -116,6 +116,13 @@ class SlackNotifier:
             },
         )
 
+    async def alert(self, text: str) -> None:
+        """A budget at 80% or 100%, an automatic freeze: to the approvals channel."""
+        await self.api(
+            "chat.postMessage",
+            {"channel": self.settings.channel, "text": f":rotating_light: {text}"},
+        )
+
     async def ephemeral(self, channel: str, user: str, text: str) -> None:
         """A message only ``user`` sees."""
         await self.api("chat.postEphemeral", {"channel": channel, "user": user, "text": text})

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from broker.manifest import RateLimit
 from broker.policy.constraints import Constraint
 from broker.units import Duration
 
@@ -52,6 +53,39 @@ class AgentKey(BaseModel):
         return self.status != "revoked" and (self.not_after is None or now <= self.not_after)
 
 
+class ToolBudget(BaseModel):
+    """How much of one action an agent may use per UTC day."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    calls_per_day: int | None = Field(None, ge=0)
+    cost_per_day: int | None = Field(None, ge=0)
+
+
+class LoopGuard(BaseModel):
+    """The same call (tool and identical arguments) ``repeats`` times within ``within`` is a
+    loop: LOOP_DETECTED; after ``freeze_after`` loops in a day the agent is frozen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repeats: int = Field(5, ge=2, le=10_000)
+    within: Duration = 60.0
+    freeze_after: int = Field(3, ge=1, le=1000)
+
+
+class Limits(BaseModel):
+    """An agent's budgets (calls and cost units; per UTC day and per task) and rate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    calls_per_minute: int | None = Field(None, gt=0, description="All tools together.")
+    calls_per_day: int | None = Field(None, ge=0)
+    cost_per_day: int | None = Field(None, ge=0)
+    calls_per_task: int | None = Field(None, ge=0)
+    cost_per_task: int | None = Field(None, ge=0)
+    loop: LoopGuard = Field(default_factory=LoopGuard)
+
+
 class ApprovalCondition(BaseModel):
     """Approval only when the arguments match: a mapping (all rules hold) or a list of
     mappings (any one of them holds), e.g. ``when: { amount: { above: "1000.00" } }``."""
@@ -85,6 +119,10 @@ class Grant(BaseModel):
     no_approval_because: str = Field(
         "", description="Why a write may run with approval: never (acknowledges the warning)."
     )
+    rate_limit: RateLimit | None = Field(
+        None, description="This agent's calls of this action: at most requests per period."
+    )
+    budget: ToolBudget | None = Field(None, description="This agent's daily use of this action.")
     on_taint: Literal["approve", "deny"] = Field(
         "approve",
         description="A write carrying a value that came from untrusted content: ask a human "
@@ -144,6 +182,7 @@ class Policy(BaseModel):
     owner: str = Field("", description="Who answers for this agent (a team or a person).")
     keys: list[AgentKey] = Field(default_factory=list)
     grants: list[Grant] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
     approvers: list[str] = Field(
         default_factory=list,
         description="Slack user ids who may decide this agent's calls (operators with an admin "

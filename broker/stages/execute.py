@@ -24,9 +24,16 @@ class ExecuteStage:
         assert call.action is not None
         assert call.arguments is not None
         call.credentials = self._credentials(call)
-        adapter = self._command if isinstance(call.action.tool, CommandTool) else self._http
-        return await adapter.execute(
-            call.action, call.arguments, call.time_left(), call.credentials
+        if isinstance(call.action.tool, CommandTool):
+            return await self._command.execute(
+                call.action, call.arguments, call.time_left(), call.credentials
+            )
+        return await self._http.execute(
+            call.action,
+            call.arguments,
+            call.time_left(),
+            call.credentials,
+            call.request.idempotency_key,
         )
 
     def _credentials(self, call: Call) -> list[Injected]:

@@ -93,17 +93,23 @@ def broker_process(
     }
     config_path = workdir / "broker.yaml"
     config_path.write_text(yaml.safe_dump(settings))
+    log = (workdir / "broker.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "broker", "run", "--config", str(config_path)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
     try:
-        wait_healthy(f"127.0.0.1:{port}")
+        try:
+            wait_healthy(f"127.0.0.1:{port}")
+        except RuntimeError:
+            tail = (workdir / "broker.log").read_text()[-2000:]
+            raise RuntimeError(f"the broker did not start:\n{tail}") from None
         yield f"127.0.0.1:{port}", config_path
     finally:
         process.terminate()
         process.wait(15)
+        log.close()
 
 
 @dataclass(frozen=True)

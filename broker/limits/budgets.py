@@ -1,0 +1,110 @@
+"""Budgets: how many calls and cost units an agent may spend per UTC day, per task, and per
+tool. Use is counted in the database (it survives a restart), in memory for the check."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from broker import errors
+from broker.store import Store
+
+log = logging.getLogger(__name__)
+ALERT_LEVELS = (80, 100)  # percent
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """One budget a call spends from: its scope, its period, its limits and when it resets."""
+
+    scope: str  # agent:<a> | task:<a>:<task> | tool:<a>:<tool.action>
+    period: str  # a UTC day (2026-11-25), or "task"
+    label: str  # for people: "invoice-agent's daily calls"
+    calls: int | None
+    cost: int | None
+    resets_at: float | None  # unix seconds; None for a task (it never resets)
+
+
+def today() -> tuple[str, float]:
+    """The current UTC day and the unix time it ends."""
+    now = datetime.now(UTC)
+    end = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return now.strftime("%Y-%m-%d"), end.timestamp()
+
+
+class Budgets:
+    """Checks and counts budget use; alerts once at 80% and once at 100% of each budget."""
+
+    def __init__(self, store: Store, alert: Callable[[str], None]) -> None:
+        self._store = store
+        self._alert = alert
+        self._used: dict[tuple[str, str], list[int]] = {}  # [calls, cost, alerted]
+
+    def charge(self, allowances: list[Allowance], cost: int) -> None:
+        """Spend one call and ``cost`` units from every allowance, or none of them:
+        BUDGET_EXCEEDED saying which budget and when it resets."""
+        for allowance in allowances:
+            used = self._get(allowance)
+            for kind, limit, spent, more in (
+                ("calls", allowance.calls, used[0], 1),
+                ("cost units", allowance.cost, used[1], cost),
+            ):
+                if limit is not None and spent + more > limit:
+                    raise errors.BudgetExceeded(
+                        _refusal(allowance, kind, spent, limit),
+                        retry_after=_until(allowance.resets_at),
+                    )
+        for allowance in allowances:
+            used = self._get(allowance)
+            used[0] += 1
+            used[1] += cost
+            level = _level(allowance, used)
+            alerted = used[2]
+            if level > alerted:
+                used[2] = level
+                self._alert(
+                    f"{allowance.label}: {level}% used ({used[0]} calls, {used[1]} "
+                    f"cost units of {_limits(allowance)})"
+                )
+            self._store.add_usage(allowance.scope, allowance.period, 1, cost, used[2])
+
+    def _get(self, allowance: Allowance) -> list[int]:
+        key = (allowance.scope, allowance.period)
+        used = self._used.get(key)
+        if used is None:
+            used = list(self._store.usage(allowance.scope, allowance.period))
+            self._used[key] = used
+        return used
+
+
+def _level(allowance: Allowance, used: list[int]) -> int:
+    ratios = [
+        used[0] / allowance.calls if allowance.calls else 0.0,
+        used[1] / allowance.cost if allowance.cost else 0.0,
+    ]
+    reached = [level for level in ALERT_LEVELS if max(ratios) * 100 >= level]
+    return max(reached, default=0)
+
+
+def _limits(allowance: Allowance) -> str:
+    parts = []
+    if allowance.calls is not None:
+        parts.append(f"{allowance.calls} calls")
+    if allowance.cost is not None:
+        parts.append(f"{allowance.cost} cost units")
+    return " / ".join(parts)
+
+
+def _refusal(allowance: Allowance, kind: str, spent: int, limit: int) -> str:
+    if allowance.resets_at is None:
+        when = "it does not reset: start a new task"
+    else:
+        when = f"it resets at {datetime.fromtimestamp(allowance.resets_at, UTC):%Y-%m-%d %H:%MZ}"
+    return f"{allowance.label}: {spent} of {limit} {kind} used; {when}"
+
+
+def _until(resets_at: float | None) -> float | None:
+    return None if resets_at is None else max(0.0, resets_at - time.time())
