@@ -84,7 +84,7 @@ def test_limits_per_agent_and_tool_and_per_agent(ws: Workspace, upstream: FakeUp
     with ws.broker() as broker:
         with broker.client(slow) as client:
             client.call("api.read", {})
-            with pytest.raises(errors.RateLimited, match="api.read for slow"):
+            with pytest.raises(errors.RateLimited, match=r"api\.read for slow"):
                 client.call("api.read", {})
         with broker.client(capped) as client:
             client.call("api.read", {})
@@ -124,9 +124,12 @@ def test_retry_after_as_an_http_date(ws: Workspace, upstream: FakeUpstream) -> N
     a = agent(ws)
     when = email.utils.formatdate(time.time() + 30, usegmt=True)
     upstream.respond = lambda request: Reply(429, "", {"Retry-After": when})
-    with ws.broker() as broker, broker.client(a) as client:
-        with pytest.raises(errors.UpstreamRateLimited) as hit:
-            client.call("api.read", {})
+    with (
+        ws.broker() as broker,
+        broker.client(a) as client,
+        pytest.raises(errors.UpstreamRateLimited) as hit,
+    ):
+        client.call("api.read", {})
     assert 27 <= (hit.value.retry_after or 0) <= 31
 
 
@@ -372,15 +375,15 @@ def test_against_a_real_rate_limiting_nginx(ws: Workspace, nginx: str) -> None:
     )
     first = ws.agent("first", grants=["edge.get"], limits=NO_LOOPS)
     second = ws.agent("second", grants=["edge.get"], limits=NO_LOOPS)
-    done = limited = 0
+    done = 0
+    hit: errors.BrokerError | None = None
     with ws.broker() as broker, broker.client(first) as client:
         for n in range(12):
             try:
                 assert client.call("edge.get", {"n": n}).result == {"ok": True}
                 done += 1
             except errors.UpstreamRateLimited as exc:
-                limited += 1
-                assert exc.retry_after == pytest.approx(1.0)  # nginx sends no Retry-After
+                hit = exc
                 break
         with (
             broker.client(second) as other,
@@ -388,7 +391,8 @@ def test_against_a_real_rate_limiting_nginx(ws: Workspace, nginx: str) -> None:
         ):
             other.call("edge.get", {})  # refused by the broker: nginx is resting
     assert done >= 1
-    assert limited == 1
+    assert hit is not None, "nginx never limited a burst of 12 calls"
+    assert hit.retry_after == pytest.approx(1.0)  # nginx sends no Retry-After: the default
 
 
 def test_tool_errors_are_not_mistaken_for_limits(ws: Workspace, upstream: FakeUpstream) -> None:
