@@ -51,6 +51,7 @@ class ToolResult:
     upstream_status: int
     findings: list[pb.Finding] = field(default_factory=list)
     approval_note: str = ""
+    untrusted_paths: list[str] = field(default_factory=list)  # outside values: data, not orders
 
     @property
     def result(self) -> Any:
@@ -138,6 +139,7 @@ def _result(message: pb.CallResult) -> ToolResult:
         upstream_status=message.upstream_status,
         findings=list(message.findings),
         approval_note=message.approval_note,
+        untrusted_paths=list(message.untrusted_paths),
     )
     if message.state == pb.CallResult.TOOL_ERROR:
         raise ToolError(result)

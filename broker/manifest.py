@@ -167,6 +167,12 @@ class Action(BaseModel):
 class HttpAction(Action):
     """One action of an HTTP tool: a method and a path template under the tool's base_url."""
 
+    untrusted_output: bool = Field(
+        False,
+        description="The answer carries outside content (mail, web pages, documents): "
+        "clean it, report what it hides, and remember its values for the task.",
+    )
+
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: str = Field(description="Path template; each {name} is a required string argument.")
 
@@ -196,6 +202,9 @@ class CommandAction(Action):
     ``{name}`` in an argv item is replaced by that argument's value, inside that one item."""
 
     command: list[str] = Field(min_length=1, description="argv; {name} takes an argument.")
+    untrusted_output: bool = Field(
+        True, description="Command output is treated as outside content unless set to false."
+    )
     stdin: Literal["none", "json"] = Field(
         "none", description="json: the arguments object is written to the tool's stdin."
     )
@@ -261,6 +270,9 @@ class HttpTool(BaseModel):
     )
     timeout: Duration = Field(10.0, description="Upstream timeout, at most the caller's deadline.")
     max_response_bytes: int = Field(4 * 1024 * 1024, gt=0, le=64 * 1024 * 1024)
+    max_argument_bytes: int = Field(
+        64 * 1024, gt=0, le=256 * 1024, description="The largest single argument value."
+    )
     credentials: dict[str, CredentialSlot] = Field(
         default_factory=dict, description="Slot name -> where the credential goes."
     )

@@ -21,6 +21,7 @@ from broker.policy import GrantRef
 from broker.secrets import Injected
 from broker.snapshot import Snapshot
 from broker.store import CallRecord
+from broker.untrusted import TaintedValue
 from broker.v1 import broker_pb2 as pb
 
 Rpc = Literal[
@@ -42,6 +43,7 @@ CALL_STAGES: tuple[str, ...] = (
     "confirm",
     "journal",
     "redact",
+    "untrusted",
     "retry",
     "circuit",
     "execute",
@@ -57,6 +59,7 @@ APPROVED_STAGES: tuple[str, ...] = (
     "constrain",
     "journal",
     "redact",
+    "untrusted",
     "retry",
     "circuit",
     "execute",
@@ -77,6 +80,7 @@ class Outcome:
     expires_at_ms: int = 0
     call_id: str = ""  # set when the answer belongs to an earlier call (idempotent retry, Await)
     upstream_rest: float = 0.0  # seconds the upstream asked every caller to wait (rate headers)
+    untrusted_paths: list[str] = field(default_factory=list)  # outside values in result_json
     tools: list[pb.ToolInfo] | None = None  # ListTools only
     reply: Any = None  # the admin service's answer message
 
@@ -98,7 +102,7 @@ class Call:
     args_digest: str = ""
     digest: str = ""  # binds an approval to what will execute (agent, tool, arguments, secrets)
     record: CallRecord | None = None  # the stored call an approval or a retry refers to
-    tainted: list[str] = field(default_factory=list)  # outside values in this task (untrusted)
+    tainted: list[TaintedValue] = field(default_factory=list)  # outside values of this task
     credentials: list[Injected] = field(default_factory=list)  # what execute put in
 
     @property

@@ -67,6 +67,7 @@ from broker.stages.loops import LoopStage
 from broker.stages.ratelimit import RateLimitStage
 from broker.stages.redact import RedactStage
 from broker.stages.retry import RetryStage
+from broker.stages.untrusted import UntrustedStage
 from broker.stages.validate import ValidateStage
 from broker.stages.verify import VerifyStage
 from broker.store import Store, StoreError
@@ -278,6 +279,7 @@ class Broker:
             "confirm": ConfirmStage(approvals),
             "journal": JournalStage(self._store),
             "redact": RedactStage(vault),
+            "untrusted": UntrustedStage(self._store),
             "execute": ExecuteStage(self._http, self._command, vault),
             "list_tools": ListToolsStage(),
             "await": AwaitStage(approvals),
@@ -386,6 +388,7 @@ def _call_result(call: Call, outcome: Outcome) -> pb.CallResult:
         findings=outcome.findings,
         upstream_status=outcome.upstream_status,
         approval_note=outcome.approval_note,
+        untrusted_paths=outcome.untrusted_paths,
         escalate_at_ms=outcome.escalate_at_ms,
         expires_at_ms=outcome.expires_at_ms,
     )

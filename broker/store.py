@@ -124,6 +124,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (scope, period)
     ) WITHOUT ROWID;
     """,
+    # 6: values that came from outside, per agent and task (the taint of untrusted content)
+    """
+    CREATE TABLE taint (
+        agent TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        PRIMARY KEY (agent, task_id, kind, value)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -467,6 +479,23 @@ class Store:
             ).fetchall()
         )
 
+    # -- taint ---------------------------------------------------------------------------------
+
+    def taint(self, agent: str, task_id: str) -> list[tuple[str, str, str]]:
+        """(kind, value, origin) of every outside value seen in this agent's task."""
+        return self.read(
+            lambda c: c.execute(
+                "SELECT kind, value, origin FROM taint WHERE agent = ? AND task_id = ?",
+                (agent, task_id),
+            ).fetchall()
+        )
+
+    def add_taint(
+        self, agent: str, task_id: str, kind: str, value: str, origin: str, now_ms: int
+    ) -> None:
+        """Remember an outside value for the task; committed with the call's audit row."""
+        self._fire_and_forget(_ADD_TAINT, (agent, task_id, kind, value, origin, now_ms))
+
     # -- secrets -------------------------------------------------------------------------------
 
     def changed_elsewhere(self) -> int:
@@ -498,6 +527,10 @@ _ADD_USAGE = (
     "INSERT INTO budgets (scope, period, calls, cost, alerted) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (scope, period) DO UPDATE SET calls = calls + excluded.calls, "
     "cost = cost + excluded.cost, alerted = max(alerted, excluded.alerted)"
+)
+_ADD_TAINT = (
+    "INSERT OR IGNORE INTO taint (agent, task_id, kind, value, origin, ts_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _TOUCH_SECRET = "UPDATE secrets SET last_used_ms = ? WHERE name = ?"  # noqa: S105 (SQL)
 

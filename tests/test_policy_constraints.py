@@ -11,7 +11,7 @@ import pytest
 from broker import errors
 from broker.client import ApprovalPending, BrokerClient, ToolError
 from broker.policy.check import check_folders
-from broker.policy.evaluate import Decision, PolicySet
+from broker.policy.evaluate import Decision, PolicySet, outside_values
 from broker.store import read_audit
 from broker.testing import FakeUpstream, Reply, Workspace
 
@@ -56,7 +56,7 @@ def _decide(
         ],
     )
     policies = check_folders(ws.root / "policies", ws.root / "tools").policy_set()
-    return policies.decide("agent", "thing.do", arguments, tainted)
+    return policies.decide("agent", "thing.do", arguments, outside_values(tainted))
 
 
 CASES = [

@@ -246,12 +246,12 @@ def question_blocks(record: CallRecord, *, buttons: bool = True) -> list[Block]:
         ),
         SectionBlock(text=MarkdownTextObject(text=f"*Why a human:* {_reason(why)}")),
     ]
-    for path, value in why.get("tainted", []):
+    for path, value, origin in why.get("tainted", []):
         blocks.append(
             SectionBlock(
                 text=MarkdownTextObject(
                     text=f":warning: `{path}` holds `{_plain(value)}`, which came from untrusted "
-                    "content earlier in this task"
+                    f"content earlier in this task: {_plain(origin)}"
                 )
             )
         )

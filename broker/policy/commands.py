@@ -24,7 +24,7 @@ from broker.errors import ConfigError
 from broker.manifest import CommandTool, HttpTool
 from broker.policy.check import FileSet, check_files, check_folders
 from broker.policy.diff import diff_sets, markdown
-from broker.policy.evaluate import PolicySet
+from broker.policy.evaluate import PolicySet, outside_values
 from broker.policy.model import Policy
 from broker.policy.replay import replay
 from broker.policy.testfile import PolicyTestFile, run_test_file
@@ -204,7 +204,9 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    decision = _load(args).decide(args.agent, args.tool, args.arguments, args.tainted)
+    decision = _load(args).decide(
+        args.agent, args.tool, args.arguments, outside_values(args.tainted)
+    )
     if args.format == "json":
         print(
             json.dumps(

@@ -7,6 +7,7 @@ The stages ask one question each (``grant_for``, ``constraint_violation``, ``app
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,8 +17,10 @@ from broker.arguments import parse_arguments
 from broker.manifest import ToolAction, ToolCatalog
 from broker.policy.constraints import Constraint, Rules, lookup, show
 from broker.policy.model import Grant, Policy
+from broker.untrusted import TaintedValue, extract_taint, find_tainted
 
 Outcome = Literal["allow", "approval", "deny"]
+LITERAL = "literal"  # a tainted value given as plain text, matched as a substring
 
 
 Checks = tuple[tuple[str, Rules], ...]
@@ -75,7 +78,7 @@ class Decision:
     reason: str = ""  # deny: the error reason; approval: write, condition or tainted
     rule: str = ""  # the grant that decided, e.g. invoice-agent.yaml grants[1]
     message: str = ""
-    tainted: tuple[tuple[str, str], ...] = ()  # (argument path, value from outside)
+    tainted: tuple[tuple[str, str, str], ...] = ()  # (argument path, outside value, origin)
 
     def describe(self) -> str:
         """One line for people: ``deny ARGUMENT_NOT_ALLOWED by ...: message``."""
@@ -142,7 +145,10 @@ class PolicySet:
 
     @staticmethod
     def approval_for(
-        ref: GrantRef, action: ToolAction, arguments: dict[str, Any], tainted: Sequence[str] = ()
+        ref: GrantRef,
+        action: ToolAction,
+        arguments: dict[str, Any],
+        tainted: Sequence[TaintedValue] = (),
     ) -> Decision:
         """Whether a human must approve: the grant's approval setting, and, for writes, any
         argument carrying a value from untrusted content that no explicit rule allows."""
@@ -150,7 +156,9 @@ class PolicySet:
         if action.is_write and tainted:
             hits = tuple(_tainted_arguments(ref, arguments, tainted))
             if hits:
-                shown = ", ".join(f"{path} = {value!r}" for path, value in hits)
+                shown = "; ".join(
+                    f"{path} holds {value!r}, from {origin}" for path, value, origin in hits
+                )
                 message = f"arguments carry values from untrusted content: {shown}"
                 if grant.on_taint == "deny":
                     return Decision(
@@ -169,7 +177,11 @@ class PolicySet:
         return Decision("allow", rule=ref.label)
 
     def decide(
-        self, agent: str, tool: str, arguments: dict[str, Any] | str, tainted: Sequence[str] = ()
+        self,
+        agent: str,
+        tool: str,
+        arguments: dict[str, Any] | str,
+        tainted: Sequence[TaintedValue] = (),
     ) -> Decision:
         """The whole answer for one call, in the order the broker's stages ask."""
         action = self.catalog.get(tool)
@@ -211,20 +223,42 @@ def _brief(value: Any) -> str:
 
 
 def _tainted_arguments(
-    ref: GrantRef, arguments: dict[str, Any], tainted: Sequence[str]
-) -> Iterator[tuple[str, str]]:
-    """(path, value) for each string argument holding an outside value that no explicit rule
-    of the grant (equals, one_of, email_domains, url_hosts) allows."""
-    needles = [value.lower() for value in tainted if value]
+    ref: GrantRef, arguments: dict[str, Any], tainted: Sequence[TaintedValue]
+) -> Iterator[tuple[str, str, str]]:
+    """(argument path, outside value, where it came from) for each argument holding a value
+    from untrusted content that no explicit rule of the grant (equals, one_of, email_domains,
+    url_hosts) allows. Matching is by kind (an IBAN with or without spaces, an address in any
+    case, a host inside an email address or URL); ``literal`` values match as text."""
     explicit = dict(ref.where)
+    literal = [t for t in tainted if t.kind == LITERAL]
+    hits = find_tainted(arguments, [t for t in tainted if t.kind != LITERAL])
     for path, text in _strings(arguments, ""):
         lowered = text.lower()
-        for needle in needles:
-            if needle in lowered:
-                rule = explicit.get(path.split("[", 1)[0])
-                if rule is None or not rule.allows_explicitly(text):
-                    yield path, needle
-                break
+        hits += [(f"$.{path}", t) for t in literal if t.value and t.value in lowered]
+    seen = set()
+    for where, taint in hits:
+        path = where.removeprefix("$.")
+        if (path, taint.value) in seen:
+            continue
+        seen.add((path, taint.value))
+        name = re.sub(r"\[[0-9]+\]", "", path)
+        rules = explicit.get(name)
+        present, value = lookup(arguments, name) if rules is not None else (False, None)
+        values = value if isinstance(value, list) else [value]
+        if (
+            rules is not None
+            and present
+            and all(isinstance(v, str) and rules.allows_explicitly(v) for v in values)
+        ):
+            continue
+        yield path, taint.value, taint.path
+
+
+def outside_values(texts: Sequence[str]) -> list[TaintedValue]:
+    """Tainted values from texts a person wrote (policy tests, explain): what extraction finds
+    in them, and each text itself, matched literally."""
+    found = [t for text in texts for t in extract_taint(text, path="the test case")]
+    return found + [TaintedValue(LITERAL, text.lower(), "the test case") for text in texts]
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker.errors import ConfigError
-from broker.policy.evaluate import Decision, PolicySet
+from broker.policy.evaluate import Decision, PolicySet, outside_values
 from broker.yamlfile import load_model
 
 
@@ -111,7 +111,9 @@ def run_test_file(path: Path, policies: PolicySet) -> FileResult:
     if agent not in policies.policies:
         raise ConfigError(str(path), f"no policy for agent '{agent}' beside this test file")
     results = [
-        CaseResult(case, policies.decide(agent, case.tool, case.arguments, case.tainted))
+        CaseResult(
+            case, policies.decide(agent, case.tool, case.arguments, outside_values(case.tainted))
+        )
         for case in tests.cases
     ]
     reached = {result.decision.rule for result in results}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from broker import errors
 from broker.approvals.service import Approvals
 from broker.pipeline import Call, Handler, Outcome
+from broker.untrusted import TaintedValue
 
 
 class ConfirmStage:
@@ -19,6 +20,13 @@ class ConfirmStage:
         assert call.grant is not None
         assert call.action is not None
         assert call.arguments is not None
+        if call.action.is_write:  # outside values seen earlier in this task
+            call.tainted = [
+                TaintedValue(kind, value, origin)
+                for kind, value, origin in self._approvals.store.taint(
+                    call.agent, call.request.task_id
+                )
+            ]
         decision = call.snapshot.policies.approval_for(
             call.grant, call.action, call.arguments, call.tainted
         )

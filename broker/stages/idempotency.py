@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker import errors
+from broker.arguments import header_safe
 from broker.approvals.records import EXECUTING, binding_digest
 from broker.approvals.service import Approvals
 from broker.pipeline import Call, Handler, Outcome
@@ -29,6 +30,7 @@ class IdempotencyStage:
             )
         if len(key) > 200:
             raise errors.InvalidArguments("idempotency_key is longer than 200 characters")
+        header_safe("idempotency_key", key)  # it may be sent in the upstream's header
         earlier = self._approvals.store.find_call(call.agent, key)
         if earlier is None:
             return await call_next(call)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker import errors, jsonexact
-from broker.arguments import parse_arguments
+from broker.arguments import DEFAULT_MAX_ARGUMENT_BYTES, check_sizes, parse_arguments
 from broker.pipeline import Call, Handler, Outcome
 
 
@@ -13,6 +13,8 @@ class ValidateStage:
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
         assert call.action is not None
         arguments = parse_arguments(call.request.arguments_json)
+        limit = getattr(call.action.tool, "max_argument_bytes", DEFAULT_MAX_ARGUMENT_BYTES)
+        check_sizes(arguments, limit)
         problem = call.action.schema_problem(arguments)
         if problem is not None:
             raise errors.InvalidArguments(

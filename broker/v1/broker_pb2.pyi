@@ -71,7 +71,7 @@ class ListToolsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class CallResult(_message.Message):
-    __slots__ = ("state", "call_id", "result_json", "findings", "upstream_status", "approval_note", "escalate_at_ms", "expires_at_ms")
+    __slots__ = ("state", "call_id", "result_json", "findings", "upstream_status", "approval_note", "escalate_at_ms", "expires_at_ms", "untrusted_paths")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[CallResult.State]
@@ -90,6 +90,7 @@ class CallResult(_message.Message):
     APPROVAL_NOTE_FIELD_NUMBER: _ClassVar[int]
     ESCALATE_AT_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    UNTRUSTED_PATHS_FIELD_NUMBER: _ClassVar[int]
     state: CallResult.State
     call_id: str
     result_json: str
@@ -98,7 +99,8 @@ class CallResult(_message.Message):
     approval_note: str
     escalate_at_ms: int
     expires_at_ms: int
-    def __init__(self, state: _Optional[_Union[CallResult.State, str]] = ..., call_id: _Optional[str] = ..., result_json: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., upstream_status: _Optional[int] = ..., approval_note: _Optional[str] = ..., escalate_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ...) -> None: ...
+    untrusted_paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, state: _Optional[_Union[CallResult.State, str]] = ..., call_id: _Optional[str] = ..., result_json: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., upstream_status: _Optional[int] = ..., approval_note: _Optional[str] = ..., escalate_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., untrusted_paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Finding(_message.Message):
     __slots__ = ("kind", "path", "detail")

@@ -64,11 +64,21 @@ async def burst(client: AsyncBrokerClient) -> tuple[list[float], int, int]:
 async def run(queue: str, rounds: int) -> dict[str, object]:
     arrivals: list[float] = []
     runner, url = await recording_upstream(arrivals)
-    manifest = {"name": "burst", "kind": "http", "base_url": url, "allow_private_network": True,
-                "rate_limit": {"requests": LIMIT, "per": "1s", "queue": queue},
-                "actions": {"get": {"effect": "read", "method": "GET", "path": "/burst",
-                                    "arguments": {"type": "object", "properties": {
-                                        "n": {"type": "integer"}}}}}}
+    manifest = {
+        "name": "burst",
+        "kind": "http",
+        "base_url": url,
+        "allow_private_network": True,
+        "rate_limit": {"requests": LIMIT, "per": "1s", "queue": queue},
+        "actions": {
+            "get": {
+                "effect": "read",
+                "method": "GET",
+                "path": "/burst",
+                "arguments": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            }
+        },
+    }
     results: dict[str, object] = {}
     try:
         with example_upstream() as example, tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +86,8 @@ async def run(queue: str, rounds: int) -> dict[str, object]:
             policy.mkdir()
             (policy / "burster.yaml").write_text(
                 "agent: burster\ngrants:\n  - tool: burst.get\n"
-                "limits: { loop: { repeats: 10000 } }\n")
+                "limits: { loop: { repeats: 10000 } }\n"
+            )
             with broker_process(Path(tmp), example, tools={"burst": manifest}) as (target, cfg):
                 settings = load_settings(cfg)
                 key = AgentCredentials.load(dev_key_path(settings.data_dir, "burster"))
@@ -118,8 +129,7 @@ def report(queued: dict[str, object], refused: dict[str, object], rounds: int) -
         most = max(max(s[3].values(), default=0) for s in samples)
         p50 = statistics.median(s[0][len(s[0]) // 2] for s in samples) * 1000
         p99 = statistics.median(s[0][int(len(s[0]) * 0.99) - 1] for s in samples) * 1000
-        lines.append(f"| {label} | {done:.0f} | {no:.0f} | {most} | {p50:.1f} ms | "
-                     f"{p99:.1f} ms |")
+        lines.append(f"| {label} | {done:.0f} | {no:.0f} | {most} | {p50:.1f} ms | {p99:.1f} ms |")
     lines += [
         "",
         "With queue 0 the broker answers the whole burst at once: a slot frees every 0.1 s, so "

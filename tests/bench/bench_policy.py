@@ -117,7 +117,14 @@ def main() -> None:
             f"| {agents:,} | {grants:,} | {p50:.2f} us | {p99:.2f} us | "
             f"{(p99 / base - 1) * 100:+.0f}% |"
         )
-    lines += ["", "Target: p99 <= 20 us and flat within +-10% from 10 to 10,000."]
+    lines += [
+        "",
+        "Target: p99 <= 20 us and flat within +-10% from 10 to 10,000. The lookups are dict "
+        "lookups (no scan): 10 agents holding 10,000 grants decide as fast as 10 holding 10. "
+        "What grows with the number of agents is the working set a random agent touches "
+        "(its grant, its compiled rules), which falls out of the CPU caches: a few "
+        "microseconds, so the +-10% flatness is not met on this machine, the 20 us ceiling is.",
+    ]
     section = "\n".join(lines) + "\n"
     print(section)
     if args.write:
