@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from broker import errors
-from broker.arguments import header_safe
 from broker.approvals.records import EXECUTING, binding_digest
 from broker.approvals.service import Approvals
+from broker.arguments import header_safe
 from broker.pipeline import Call, Handler, Outcome
 
 
