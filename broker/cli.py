@@ -22,6 +22,8 @@ import uvloop
 from broker import errors
 from broker.client import BrokerClient, ToolError, pretty
 from broker.commands.admin import add_admin_commands
+from broker.commands.audit import add_audit_commands
+from broker.commands.report import add_report_commands
 from broker.commands.secrets import add_secret_commands
 from broker.identity import AgentCredentials
 from broker.policy.commands import add_policy_commands
@@ -81,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     add_policy_commands(commands)
     add_secret_commands(commands)
     add_admin_commands(commands)
+    add_audit_commands(commands)
+    add_report_commands(commands)
     return parser
 
 
@@ -168,6 +172,11 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    calls = logging.getLogger("broker.calls")  # one JSON line per request, nothing around it
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    calls.addHandler(handler)
+    calls.propagate = False
     settings = load_settings(args.config)
 
     async def serve() -> None:

@@ -1,4 +1,5 @@
-"""The broker's HTTP side: ``/healthz`` and Slack's ``/slack/interactions``.
+"""The broker's HTTP side: ``/healthz``, ``/metrics`` (Prometheus) and Slack's
+``/slack/interactions``.
 
 Slack clicks arrive here; the handler verifies the signature over the raw body before it reads
 anything, and answers within Slack's three seconds (a decision is one compare-and-set; running
@@ -10,15 +11,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker.approvals.slack import MAX_BODY, SlackInteractions
+from broker.metrics import Metrics
 
 
 class HttpSide:
     """A small aiohttp server on ``http_listen``."""
 
-    def __init__(self, host: str, port: int, slack: SlackInteractions | None) -> None:
+    def __init__(
+        self, host: str, port: int, slack: SlackInteractions | None, metrics: Metrics
+    ) -> None:
         self._host = host
         self._port = port
         self._slack = slack
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -26,6 +31,7 @@ class HttpSide:
         """Bind and serve; returns the bound port."""
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_get("/healthz", self._health)
+        app.router.add_get("/metrics", self._scrape)
         if self._slack is not None:
             app.router.add_post("/slack/interactions", self._interaction)
         self._runner = web.AppRunner(app, access_log=None)
@@ -46,6 +52,9 @@ class HttpSide:
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "serving"})
+
+    async def _scrape(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _interaction(self, request: web.Request) -> web.Response:
         assert self._slack is not None

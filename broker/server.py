@@ -29,12 +29,14 @@ from broker.approvals.notify import CliNotifier
 from broker.approvals.service import Approvals, Freezes, Notifier
 from broker.approvals.slack import SlackInteractions, SlackNotifier
 from broker.approvals.socket_mode import SlackSocketMode
+from broker.audit import Signer, audit_key
 from broker.http_side import HttpSide
 from broker.identity import KeyRegistry, ReplayGuard, now_ms
 from broker.limits.budgets import Budgets
 from broker.limits.circuit import Circuits
 from broker.limits.loops import LoopDetector
 from broker.limits.rates import Limiters
+from broker.metrics import Metrics
 from broker.pipeline import (
     ADMIN_STAGES,
     APPROVED_STAGES,
@@ -51,7 +53,7 @@ from broker.pipeline import (
 from broker.secrets import SecretBox, Vault, load_master_key
 from broker.settings import BrokerSettings
 from broker.snapshot import Snapshot, load_snapshot
-from broker.stages.audit import AuditStage
+from broker.stages.audit import AuditStage, DecidedStage
 from broker.stages.await_call import AwaitStage
 from broker.stages.budget import BudgetStage
 from broker.stages.circuit import CircuitStage
@@ -128,6 +130,7 @@ class Broker:
         self._socket: SlackSocketMode | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()
+        self.metrics = Metrics()
 
     async def start(self) -> int:
         """Open the data directory, load the files, bind and serve; returns the bound port."""
@@ -153,6 +156,7 @@ class Broker:
             self._store.open()
         except StoreError as exc:
             raise errors.ConfigError(str(self.settings.database), str(exc)) from None
+        self._store.signer = Signer(audit_key(self.settings.data_dir))
         self._vault = Vault(self._store, SecretBox(master_key) if master_key else None)
         if master_key is None:
             log.warning(
@@ -160,7 +164,11 @@ class Broker:
                 "will fail with SEALED"
             )
         self._approvals = self._build_approvals(self._vault)
-        stages = self._build_stages(self._approvals, self._vault, admin)
+        stages = {
+            name: self.metrics.timed(name, stage)
+            for name, stage in self._build_stages(self._approvals, self._vault, admin).items()
+        }
+        self.metrics.pending_from(lambda: len(self._store.calls_where("state = ?", ("pending",))))
         self._approvals.run_approved = build_pipeline(APPROVED_STAGES, stages)
         self._server = self._build_server(stages)
         await self._serve_health(self._server)
@@ -175,12 +183,13 @@ class Broker:
                 interactions = None  # clicks come over the socket, not over HTTP
         if self.settings.http_listen:
             host, _, port = self.settings.http_listen.rpartition(":")
-            self._http_side = HttpSide(host, int(port), interactions)
+            self._http_side = HttpSide(host, int(port), interactions, self.metrics)
             self.http_port = await self._http_side.start()
         self._approvals.recover(now_ms())
         loop = asyncio.get_running_loop()
         interval = self.settings.approval_timer_interval
         self._tasks.append(loop.create_task(self._approvals.run_timers(interval)))
+        self._tasks.append(loop.create_task(self._checkpoints()))
         if self.settings.reload_interval > 0:
             self._tasks.append(loop.create_task(self._watch_files()))
 
@@ -219,6 +228,16 @@ class Broker:
             if old is None or old.policies.digest != snapshot.policies.digest:
                 log.info("policy set %s in force", snapshot.policies.digest[:12])
             return True
+
+    async def _checkpoints(self) -> None:
+        """Sign the audit chain's head every audit_checkpoint_interval while it grows."""
+        interval = self.settings.audit_checkpoint_interval
+        while True:
+            await asyncio.sleep(min(interval, 5.0))
+            try:
+                await self._store.checkpoint_if_due(interval)
+            except StoreError as exc:
+                log.error("audit checkpoint failed: %s", exc)
 
     async def _watch_files(self) -> None:
         """Reload when a file under policies/ or tools/ changes (polled: no extra dependency)."""
@@ -263,7 +282,8 @@ class Broker:
         replay = ReplayGuard(self._store, window_ms)
         audience = self.settings.broker_id
         return {
-            "audit": AuditStage(self._store),
+            "audit": AuditStage(self._store, self.metrics.observe),
+            "decided": DecidedStage(self._store),
             "verify": VerifyStage(audience, window_ms, replay),
             "verify_admin": VerifyStage(audience, window_ms, replay, keys=lambda call: admin),
             "freeze": FreezeStage(approvals.freezes),
@@ -272,7 +292,7 @@ class Broker:
             "constrain": ConstrainStage(),
             "idempotency": IdempotencyStage(approvals),
             "loops": LoopStage(LoopDetector(self._store, now_ms()), approvals),
-            "budget": BudgetStage(Budgets(self._store, approvals.alert)),
+            "budget": BudgetStage(Budgets(self._store, approvals.alert, self.metrics.budget_used)),
             "ratelimit": RateLimitStage(Limiters()),
             "retry": RetryStage(),
             "circuit": CircuitStage(Circuits()),

@@ -101,6 +101,11 @@ class BrokerSettings(BaseModel):
         "admin key (data_dir/admin.key).",
     )
     await_max_wait: Duration = Field(60.0, description="The longest one Await call waits.")
+    audit_checkpoint_interval: Duration = Field(
+        60.0,
+        description="Sign a checkpoint of the audit chain at least this often (and every "
+        "1,000 records) while records come in.",
+    )
     approval_timer_interval: Duration = Field(
         1.0, description="How often pending calls are checked for reminders and expiry."
     )

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +39,7 @@ T = TypeVar("T")
 Durability = Literal["fsync", "process"]
 BUSY_TIMEOUT_S = 0.2  # writes run on the event loop: a locked database must fail fast
 
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: the first audit table; accepted nonces live in it (see identity.ReplayGuard)
     """
     CREATE TABLE audit (
@@ -136,6 +139,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (agent, task_id, kind, value)
     ) WITHOUT ROWID;
     """,
+    # 7: the audit trail becomes a hash chain of step records, with signed checkpoints
+    """
+    ALTER TABLE audit ADD COLUMN event TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN cost INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE audit ADD COLUMN result_digest TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN result_size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE audit ADD COLUMN prev_hash TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+    CREATE INDEX audit_task ON audit (task_id);
+    CREATE TABLE audit_checkpoints (
+        seq INTEGER PRIMARY KEY,
+        head_hash TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL
+    );
+    """,
+    lambda conn: _chain_existing(conn),
 ]
 
 
@@ -164,14 +186,51 @@ class AuditRow:
     policy_hash: str
     detail: str
     arguments: str = ""  # as sent (at most 64 KiB; longer ones are left out, the digest stays)
+    event: str = ""  # the step: decided, executed, refused, pending, approved, denied, ...
+    cost: int = 0  # cost units the call spent
+    result_digest: str = ""  # SHA-256 of the redacted result_json
+    result_size: int = 0  # its length in bytes
+    seq: int = 0  # given by the store: the position in the chain
+    prev_hash: str = ""  # given by the store: the hash of the record before
+    hash: str = ""  # given by the store: SHA-256 over this record, prev_hash included
 
 
 _AUDIT_COLUMNS = tuple(AuditRow.__dataclass_fields__)
+AUDIT_COLUMNS = _AUDIT_COLUMNS  # the table's order: what record_hash covers, hash last
+_CHAINED = _AUDIT_COLUMNS[: _AUDIT_COLUMNS.index("seq")]  # what the writer supplies
 # The column names are constants and every value is bound: no injection path.
 _INSERT_AUDIT = (
     f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
 )
+
+
+_INSERT_CHECKPOINT = (
+    "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, ts_ms, kind, key_id, signature) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+CHECKPOINT_EVERY = 1000  # records; and at least every checkpoint_interval (settings)
+
+
+def record_hash(values: Sequence[Any]) -> str:
+    """SHA-256 (hex) over a record's canonical encoding: every column but ``hash`` itself, in
+    the table's order (seq and prev_hash included), as compact JSON."""
+    encoded = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _chain_existing(conn: sqlite3.Connection) -> None:
+    """Migration 7: give the records written before the chain existed their hashes."""
+    previous = ""
+    rows = conn.execute(f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit ORDER BY seq").fetchall()  # noqa: S608
+    for row in rows:
+        values = [*row[:-2], previous]
+        digest = record_hash(values)
+        conn.execute(
+            "UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?",
+            (previous, digest, row[_AUDIT_COLUMNS.index("seq")]),
+        )
+        previous = digest
 
 
 @dataclass(frozen=True)
@@ -245,6 +304,11 @@ class Store:
         self._pending: list[_Pending] = []
         self._flush: asyncio.Task[None] | None = None
         self._wal: _WalSync | None = None
+        self._head_seq, self._head_hash = 0, ""
+        self._since_checkpoint = 0
+        self._last_checkpoint_ms = 0
+        # signs (seq, head hash, time) for checkpoints: (key id, base64 signature)
+        self.signer: Callable[[int, str, int], tuple[str, str]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -253,8 +317,17 @@ class Store:
         try:
             self._conn = connect(self.path, busy_timeout=BUSY_TIMEOUT_S)
             migrate(self._conn)
+            last = self._conn.execute(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            signed = self._conn.execute(
+                "SELECT seq, ts_ms FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
+        self._head_seq, self._head_hash = (int(last[0]), str(last[1])) if last else (0, "")
+        self._since_checkpoint = self._head_seq - (int(signed[0]) if signed else 0)
+        self._last_checkpoint_ms = int(signed[1]) if signed else int(time.time() * 1000)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-fsync")
         self._wal = _WalSync(Path(f"{self.path}-wal"))
 
@@ -319,27 +392,63 @@ class Store:
     def _write(self, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         conn = self._conn
         assert conn is not None
+        head = (self._head_seq, self._head_hash, self._since_checkpoint)
+        batch = [self._chain(item) if item.sql is _INSERT_AUDIT else item for item in batch]
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for key, group in groupby(batch, key=lambda item: item.sql or id(item)):
                 items = list(group)
+                if key is _INSERT_AUDIT:  # a chain cannot skip a link: all or nothing
+                    conn.executemany(_INSERT_AUDIT, [item.values for item in items])
+                    outcomes.extend([(True, None)] * len(items))
+                    continue
                 outcomes.extend(
                     _write_group(conn, items)
                     if isinstance(key, str)
                     else [_run_job(conn, items[0])]
                 )
+            if self._since_checkpoint >= CHECKPOINT_EVERY:
+                self._checkpoint(conn, "periodic")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
+            self._head_seq, self._head_hash, self._since_checkpoint = head
             return [(False, StoreError(f"database write failed: {exc}"))] * len(batch)
         return outcomes
+
+    def _chain(self, item: _Pending) -> _Pending:
+        """Give an audit record its place in the chain: seq, prev_hash and its own hash."""
+        seq = self._head_seq + 1
+        values = [*item.values, seq, self._head_hash]
+        digest = record_hash(values)
+        self._head_seq, self._head_hash = seq, digest
+        self._since_checkpoint += 1
+        return _Pending(item.future, sql=item.sql, values=(*values, digest))
+
+    def _checkpoint(self, conn: sqlite3.Connection, kind: str) -> None:
+        """Sign the chain's head (inside the current transaction)."""
+        if self.signer is None or self._head_seq == 0:
+            return
+        now = int(time.time() * 1000)
+        key_id, signature = self.signer(self._head_seq, self._head_hash, now)
+        conn.execute(
+            _INSERT_CHECKPOINT, (self._head_seq, self._head_hash, now, kind, key_id, signature)
+        )
+        self._since_checkpoint = 0
+        self._last_checkpoint_ms = now
+
+    async def checkpoint_if_due(self, interval_s: float) -> None:
+        """A checkpoint when records came in since the last one and ``interval_s`` passed."""
+        now = int(time.time() * 1000)
+        if self._since_checkpoint and now - self._last_checkpoint_ms >= interval_s * 1000:
+            await self.run(lambda conn: self._checkpoint(conn, "periodic"))
 
     # -- audit -------------------------------------------------------------------------------
 
     async def append_audit(self, row: AuditRow) -> None:
-        """Append one audit record; returns when it is durable."""
-        await self._insert(_INSERT_AUDIT, tuple(getattr(row, name) for name in _AUDIT_COLUMNS))
+        """Append one audit record to the chain; returns when it is durable."""
+        await self._insert(_INSERT_AUDIT, tuple(getattr(row, name) for name in _CHAINED))
 
     # -- calls and freezes ------------------------------------------------------------------
 
@@ -474,7 +583,8 @@ class Store:
         return self.read(
             lambda c: c.execute(
                 "SELECT ts_ms, agent, tool, args_digest, decision, reason FROM audit "
-                "WHERE ts_ms >= ? AND rpc = 'call' AND agent != '' ORDER BY seq",
+                "WHERE ts_ms >= ? AND rpc = 'call' AND agent != '' "
+                "AND event NOT IN ('decided', 'replayed') ORDER BY seq",
                 (since_ms,),
             ).fetchall()
         )
@@ -635,6 +745,48 @@ def read_audit(
         return [AuditRow(*row) for row in rows.fetchall()]
 
 
+def read_call(path: Path, call_id: str) -> CallRecord | None:
+    """One stored call, on a read-only connection (for the command line)."""
+    with _reader(path) as conn:
+        return _one_call(conn, "call_id = ?", (call_id,))
+
+
+AUDIT_FILTERS = ("agent", "tool", "task_id", "decision", "reason", "event", "call_id", "rpc")
+
+
+def query_audit(
+    path: Path,
+    equals: dict[str, str] | None = None,
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    after_seq: int = 0,
+    limit: int | None = None,
+    newest: bool = False,
+) -> list[AuditRow]:
+    """Audit rows matching exact column values (AUDIT_FILTERS) and a time range, in chain
+    order (or the newest ``limit`` of them, still in chain order)."""
+    clauses, params = ["seq > ?"], [after_seq]  # type: tuple[list[str], list[object]]
+    for column, value in (equals or {}).items():
+        if column not in AUDIT_FILTERS:
+            raise ValueError(f"cannot filter on {column}")
+        clauses.append(f"{column} = ?")
+        params.append(value)
+    if since_ms is not None:
+        clauses.append("ts_ms >= ?")
+        params.append(since_ms)
+    if until_ms is not None:
+        clauses.append("ts_ms < ?")
+        params.append(until_ms)
+    order = " ORDER BY seq DESC" if newest else " ORDER BY seq"
+    sql = _SELECT_AUDIT + "WHERE " + " AND ".join(clauses) + order
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    with _reader(path) as conn:
+        rows = [AuditRow(*row) for row in conn.execute(sql, params).fetchall()]
+    return rows[::-1] if newest else rows
+
+
 def connect(path: Path, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
     """A connection in WAL mode (synchronous=NORMAL) with explicit transactions."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -651,7 +803,9 @@ def migrate(conn: sqlite3.Connection) -> None:
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in script.split(";"):
+            if callable(script):
+                script(conn)
+            for statement in script.split(";") if isinstance(script, str) else ():
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version={number}")

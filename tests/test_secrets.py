@@ -95,7 +95,7 @@ def test_the_secret_reaches_the_upstream_header_and_nowhere_else(
     raw = b"".join(p.read_bytes() for p in keyed.database.parent.glob("broker.db*"))
     for form in forms(SECRET):
         assert form.encode() not in raw, f"{form} is in the database file"
-    detail = json.loads(read_audit(keyed.database, result.call_id)[0].detail)
+    detail = json.loads(read_audit(keyed.database, result.call_id)[-1].detail)
     (used,) = detail["credentials"]
     assert (used["slot"], used["secret"], len(used["fingerprint"])) == ("api_key", "vault-key", 64)
 

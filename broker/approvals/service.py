@@ -36,6 +36,7 @@ from broker.identity import RegisteredKey, Verified, now_ms
 from broker.pipeline import Call, Handler, Outcome
 from broker.policy import Decision, Policy
 from broker.snapshot import Snapshot
+from broker.stages.audit import append, event_row
 from broker.store import CallRecord, Store
 from broker.v1 import broker_pb2 as pb
 
@@ -191,6 +192,7 @@ class Approvals:
             assert current is not None
             who = f" by {current.decided_by}" if current.decided_by else ""
             raise errors.AlreadyDecided(f"call {call_id} is already {current.state}{who}")
+        await self._record(record, state, by, note)
         if approve:
             self.spawn(self._run(call_id))
         else:
@@ -198,6 +200,21 @@ class Approvals:
         decided = self.store.get_call(call_id)
         assert decided is not None
         return decided
+
+    async def _record(self, record: CallRecord, event: str, by: str, note: str = "") -> None:
+        """The audit record of a decision about a stored call (who, and why)."""
+        row = event_row(
+            event,
+            call_id=record.call_id,
+            agent=record.agent,
+            tool=record.tool,
+            task_id=record.task_id,
+            intent=record.intent,
+            by=by,
+            detail={"note": note} if note else None,
+            policy_hash=self.snapshot().policies.digest,
+        )
+        await append(self.store, row, record.call_id)
 
     async def reconcile(self, call_id: str, by: str, note: str) -> CallRecord:
         """A human has checked a write whose outcome was lost; it leaves the to-do list."""
@@ -214,12 +231,22 @@ class Approvals:
             raise errors.AlreadyDecided(f"call {call_id} has no lost outcome to reconcile")
         record = self.store.get_call(call_id)
         assert record is not None
+        await self._record(record, RECONCILED, by, note)
         return record
 
     async def freeze(self, agent: str, reason: str, by: str) -> int:
         """The kill switch: freeze ``agent`` (``*``: every agent) from the next request on, and
         cancel its pending calls; how many were cancelled."""
         await self.freezes.freeze(agent, reason, by)
+        row = event_row(
+            "frozen",
+            call_id="",
+            agent=agent,
+            by=by,
+            detail={"reason": reason},
+            policy_hash=self.snapshot().policies.digest,
+        )
+        await append(self.store, row, f"freeze of {agent}")
         return await self.cancel(agent, by, f"frozen: {reason}")
 
     async def cancel(self, agent: str, by: str, reason: str) -> int:
@@ -242,6 +269,7 @@ class Approvals:
                 updated_ms=now,
             ):
                 count += 1
+                await self._record(record, CANCELLED, by, reason)
                 await self._finished(record.call_id)
         return count
 
@@ -342,6 +370,7 @@ class Approvals:
                 decided_by="nobody",
                 decided_ms=now,
             ):
+                await self._record(record, EXPIRED, "nobody", "expires_after passed")
                 await self._finished(record.call_id)
         for record in self.store.calls_where(
             "state = ? AND reminded = 0 AND escalate_at_ms <= ?", (PENDING, now)
@@ -372,6 +401,7 @@ class Approvals:
                 record.agent,
                 record.tool,
             )
+            self.spawn(self._record(record, UNKNOWN, "broker", "found at start, no outcome"))
             self.spawn(self.notifier.outcome_unknown(record))
 
     def alert(self, text: str) -> None:

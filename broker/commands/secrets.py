@@ -1,4 +1,5 @@
-"""``broker secrets set|rotate|list|delete`` and ``broker audit fingerprint``.
+"""``broker secrets set|rotate|list|delete``, and the fingerprint that ``broker audit
+fingerprint`` prints.
 
 Values come from stdin or a prompt, never from argv (argv shows in ``ps`` and shell history).
 These commands open the broker's database themselves; a running broker sees the change on its
@@ -43,14 +44,6 @@ def add_secret_commands(commands: Any) -> None:
     listing.add_argument("--config", type=Path, required=True)
     listing.add_argument("--format", choices=("text", "json"), default="text")
     listing.set_defaults(handler=_list)
-
-    audit = commands.add_parser("audit", help="the audit trail")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    fingerprint = audit_sub.add_parser(
-        "fingerprint", help="was this value used? (value from stdin; calls that used it)"
-    )
-    fingerprint.add_argument("--config", type=Path, required=True)
-    fingerprint.set_defaults(handler=_fingerprint)
 
 
 def _box(args: argparse.Namespace) -> tuple[SecretBox, Any]:
@@ -152,7 +145,8 @@ def _when(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _fingerprint(args: argparse.Namespace) -> int:
+def fingerprint_command(args: argparse.Namespace) -> int:
+    """``broker audit fingerprint``: the value's fingerprint, and the calls that used it."""
     box, settings = _box(args)
     value = _read_value("value")
     fingerprint = box.fingerprint(value.encode())

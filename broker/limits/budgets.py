@@ -38,9 +38,15 @@ def today() -> tuple[str, float]:
 class Budgets:
     """Checks and counts budget use; alerts once at 80% and once at 100% of each budget."""
 
-    def __init__(self, store: Store, alert: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        alert: Callable[[str], None],
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
         self._store = store
         self._alert = alert
+        self._observe = observe
         self._used: dict[tuple[str, str], list[int]] = {}  # [calls, cost, alerted]
 
     def charge(self, allowances: list[Allowance], cost: int) -> None:
@@ -70,6 +76,8 @@ class Budgets:
                     f"cost units of {_limits(allowance)})"
                 )
             self._store.add_usage(allowance.scope, allowance.period, 1, cost, used[2])
+            if self._observe is not None:
+                self._observe(allowance.scope, _ratio(allowance, used))
 
     def _get(self, allowance: Allowance) -> list[int]:
         key = (allowance.scope, allowance.period)
@@ -80,12 +88,15 @@ class Budgets:
         return used
 
 
-def _level(allowance: Allowance, used: list[int]) -> int:
-    ratios = [
+def _ratio(allowance: Allowance, used: list[int]) -> float:
+    return max(
         used[0] / allowance.calls if allowance.calls else 0.0,
         used[1] / allowance.cost if allowance.cost else 0.0,
-    ]
-    reached = [level for level in ALERT_LEVELS if max(ratios) * 100 >= level]
+    )
+
+
+def _level(allowance: Allowance, used: list[int]) -> int:
+    reached = [level for level in ALERT_LEVELS if _ratio(allowance, used) * 100 >= level]
     return max(reached, default=0)
 
 

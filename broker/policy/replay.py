@@ -42,8 +42,8 @@ class ReplayReport:
 def recorded_outcome(row: AuditRow) -> str | None:
     """What the policy said at the time: allow, approval or deny REASON; None when the call
     never reached the policy (it failed authentication)."""
-    if row.rpc != "call" or not row.agent:
-        return None
+    if row.rpc != "call" or not row.agent or row.event in ("decided", "replayed"):
+        return None  # one verdict per call: its final record
     if row.decision in _HUMAN or row.reason in _HUMAN_REASONS:
         return "approval"
     if row.decision == "refused" and row.reason in _POLICY_DENIALS:

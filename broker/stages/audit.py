@@ -1,8 +1,10 @@
-"""Stage ``audit``: every request, allowed or refused, leaves a durable record before its answer.
+"""Stages ``audit`` and ``decided``: the audit trail of every request, step by step.
 
-It is the outermost stage: it sees every outcome and every error, records it in ``finally`` and
-re-raises. If the record cannot be written the caller gets AUDIT_UNAVAILABLE instead of the
-answer (fail closed).
+``audit`` is the outermost stage: it sees every outcome and every error, appends the request's
+final record in ``finally`` and re-raises; if the record cannot be written the caller gets
+AUDIT_UNAVAILABLE instead of the answer. ``decided`` sits just before a call goes to its tool
+and appends the decision to run it, durably, first: if that fails, nothing runs (fail closed).
+Records are hash-chained by the store; the helpers here say what goes in one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from broker import errors
 from broker.pipeline import Call, Handler, Outcome
@@ -19,6 +23,7 @@ from broker.store import AuditRow, Store, StoreError
 from broker.v1 import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
+calls_log = logging.getLogger("broker.calls")  # one JSON line per request
 MAX_ARGUMENTS = 64 * 1024  # recorded as sent up to this size; the digest is always kept
 
 _DECISION: dict[int, str] = {
@@ -27,14 +32,18 @@ _DECISION: dict[int, str] = {
     pb.CallResult.PENDING_APPROVAL: "pending",
 }
 _FAILED = (errors.Unavailable, errors.DeadlineExceeded, errors.Unknown, errors.Internal)
+Observer = Callable[[AuditRow], None]
 
 
 class AuditStage:
-    """Appends one audit row per request (call_id, agent, key, tool, argument digest, decision,
-    reason, upstream status, latency, task, intent, policy hash)."""
+    """Appends the final record of every request (who, which key, which tool, the argument
+    digest, the decision and reason, the upstream status, the digest and size of the redacted
+    result, findings, latency, task, intent, the policy set's hash) and logs it as one JSON
+    line. ``observe`` feeds the metrics."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, observe: Observer | None = None) -> None:
         self._store = store
+        self._observe = observe
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
         outcome: Outcome | None = None
@@ -46,32 +55,62 @@ class AuditStage:
             failure = exc
             raise
         finally:
-            try:
-                await self._store.append_audit(audit_row(call, outcome, failure))
-            except StoreError as exc:
-                log.error("audit write failed for call %s: %s", call.call_id, exc)
-                raise errors.AuditUnavailable(
-                    f"the audit record of call {call.call_id} could not be written, so the "
-                    "answer is withheld; an operator must check the broker's database"
-                ) from None
+            row = audit_row(call, outcome, failure)
+            await append(self._store, row, call.call_id)
+            calls_log.info("%s", log_line(row))
+            if self._observe is not None:
+                self._observe(row)
 
 
-def audit_row(call: Call, outcome: Outcome | None, failure: BaseException | None) -> AuditRow:
-    """The record of one request, from what the stages learned."""
+class DecidedStage:
+    """Records the decision to run a call, durably, before it leaves for its tool: an audit
+    that cannot be written stops the call here, with AUDIT_UNAVAILABLE, and nothing runs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def __call__(self, call: Call, call_next: Handler) -> Outcome:
+        await append(self._store, audit_row(call, None, None, event="decided"), call.call_id)
+        return await call_next(call)
+
+
+async def append(store: Store, row: AuditRow, call_id: str) -> None:
+    """Append a record; AUDIT_UNAVAILABLE (and an error in the log) when it cannot be."""
+    try:
+        await store.append_audit(row)
+    except StoreError as exc:
+        log.error("audit write failed for call %s: %s", call_id, exc)
+        raise errors.AuditUnavailable(
+            f"the audit record of call {call_id} could not be written, so the call stops "
+            "here (nothing more is done and the answer is withheld); an operator must check "
+            "the broker's database"
+        ) from None
+
+
+def audit_row(
+    call: Call, outcome: Outcome | None, failure: BaseException | None, event: str = ""
+) -> AuditRow:
+    """The record of one request (or of one step of it), from what the stages learned."""
     request = call.request
-    decision, reason, detail = _decision(outcome, failure)
+    detail: dict[str, object]
+    if event == "decided":
+        decision, reason, detail = "allowed", "", {}
+    else:
+        decision, reason, detail = _decision(outcome, failure)
+        event = _event(call, outcome, failure)
     if call.credentials:  # names and fingerprints, never values
         detail["credentials"] = [
             {"slot": c.slot, "secret": c.secret.name, "fingerprint": c.secret.fingerprint}
             for c in call.credentials
         ]
+    result = outcome.result_json if outcome else ""
     return AuditRow(
         ts_ms=time.time_ns() // 1_000_000,
-        call_id=call.call_id,
+        call_id=outcome.call_id if outcome and outcome.call_id else call.call_id,
         rpc=call.rpc,
-        agent=call.verified.agent if call.verified else "",
+        agent=call.agent,
         key_id=call.signed.key_id[:128],
-        nonce=call.verified.envelope.nonce if call.verified else "",
+        nonce=call.verified.envelope.nonce if call.verified and event != "decided" else "",
         tool=request.tool[:128],
         task_id=request.task_id[:256],
         intent=request.intent[:2048],
@@ -83,7 +122,82 @@ def audit_row(call: Call, outcome: Outcome | None, failure: BaseException | None
         policy_hash=call.snapshot.policies.digest,
         detail=json.dumps(detail, separators=(",", ":")),
         arguments=request.arguments_json if len(request.arguments_json) <= MAX_ARGUMENTS else "",
+        event=event,
+        cost=call.action.spec.cost if event == "decided" and call.action else 0,
+        result_digest=hashlib.sha256(result.encode()).hexdigest() if result else "",
+        result_size=len(result.encode()),
     )
+
+
+def event_row(
+    event: str,
+    *,
+    call_id: str,
+    agent: str,
+    tool: str = "",
+    task_id: str = "",
+    intent: str = "",
+    by: str = "",
+    reason: str = "",
+    detail: dict[str, Any] | None = None,
+    policy_hash: str = "",
+) -> AuditRow:
+    """A record of a step outside a request: approved, denied, expired, cancelled,
+    reconciled, frozen, outcome_unknown. ``by`` says who (a person, Slack user or the broker)."""
+    facts = dict(detail or {})
+    if by:
+        facts["by"] = by
+    return AuditRow(
+        ts_ms=time.time_ns() // 1_000_000,
+        call_id=call_id,
+        rpc="event",
+        agent=agent,
+        key_id="",
+        nonce="",
+        tool=tool,
+        task_id=task_id,
+        intent=intent[:2048],
+        args_digest="",
+        decision=event,
+        reason=reason,
+        upstream_status=None,
+        latency_us=0,
+        policy_hash=policy_hash,
+        detail=json.dumps(facts, separators=(",", ":")),
+        event=event,
+    )
+
+
+def log_line(row: AuditRow) -> str:
+    """The JSON line logged for a record."""
+    return json.dumps(
+        {
+            "call_id": row.call_id,
+            "event": row.event,
+            "rpc": row.rpc,
+            "agent": row.agent,
+            "tool": row.tool,
+            "task_id": row.task_id,
+            "decision": row.decision,
+            "reason": row.reason,
+            "upstream_status": row.upstream_status,
+            "latency_ms": round(row.latency_us / 1000, 3),
+        },
+        separators=(",", ":"),
+    )
+
+
+def _event(call: Call, outcome: Outcome | None, failure: BaseException | None) -> str:
+    if call.rpc != "call":
+        return call.rpc
+    if failure is not None:
+        return "failed" if isinstance(failure, _FAILED) else "refused"
+    assert outcome is not None
+    if outcome.state == pb.CallResult.PENDING_APPROVAL:
+        return "pending"
+    if outcome.call_id and outcome.call_id != call.call_id:
+        return "replayed"  # an idempotent retry answered from the store
+    return "executed"
 
 
 def _decision(

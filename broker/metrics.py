@@ -1,0 +1,103 @@
+"""Prometheus metrics of one broker (prometheus-client, a registry per broker so several can
+live in one process): calls by agent, tool, outcome and reason; latency per request and per
+stage; upstream statuses; rate-limit hits; pending approvals; budget use. Served at
+``/metrics`` on the HTTP side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from broker.pipeline import Call, Handler, Outcome, Stage
+from broker.store import AuditRow
+
+_LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_RATE_REASONS = ("RATE_LIMITED", "UPSTREAM_RATE_LIMITED")
+
+
+class Metrics:
+    """The broker's instruments."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter(
+            "toolbroker_calls",
+            "Requests by agent, tool, outcome (the audit decision) and reason.",
+            ["rpc", "agent", "tool", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "toolbroker_request_seconds",
+            "Time from a request's arrival to its answer.",
+            ["rpc"],
+            buckets=_LATENCY,
+            registry=self.registry,
+        )
+        self.stages = Histogram(
+            "toolbroker_stage_seconds",
+            "Time inside each stage, the stages after it included.",
+            ["stage"],
+            buckets=_LATENCY,
+            registry=self.registry,
+        )
+        self.upstream = Counter(
+            "toolbroker_upstream_responses",
+            "Answers of upstream tools by status (HTTP status or exit code).",
+            ["tool", "status"],
+            registry=self.registry,
+        )
+        self.limited = Counter(
+            "toolbroker_rate_limited",
+            "Calls refused by a local limit (RATE_LIMITED) or because "
+            "the upstream said slow down (UPSTREAM_RATE_LIMITED).",
+            ["tool", "reason"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "toolbroker_pending_approvals", "Calls waiting for a human.", registry=self.registry
+        )
+        self.budget = Gauge(
+            "toolbroker_budget_used_ratio",
+            "Share of each budget used in its current period.",
+            ["scope"],
+            registry=self.registry,
+        )
+
+    def observe(self, row: AuditRow) -> None:
+        """Count a request's final audit record."""
+        self.calls.labels(
+            row.rpc, row.agent or "-", row.tool or "-", row.decision, row.reason or "-"
+        ).inc()
+        self.latency.labels(row.rpc).observe(row.latency_us / 1e6)
+        if row.upstream_status is not None:
+            self.upstream.labels(row.tool.split(".", 1)[0], str(row.upstream_status)).inc()
+        if row.reason in _RATE_REASONS:
+            self.limited.labels(row.tool.split(".", 1)[0], row.reason).inc()
+
+    def budget_used(self, scope: str, ratio: float) -> None:
+        """A budget's use changed."""
+        self.budget.labels(scope).set(ratio)
+
+    def pending_from(self, count: Callable[[], int]) -> None:
+        """Read the number of pending calls when scraped."""
+        self.pending.set_function(lambda: float(count()))
+
+    def timed(self, name: str, stage: Stage) -> Stage:
+        """``stage`` with its time recorded."""
+        histogram = self.stages.labels(name)
+
+        class Timed:
+            async def __call__(self, call: Call, call_next: Handler) -> Outcome:
+                began = time.perf_counter()
+                try:
+                    return await stage(call, call_next)
+                finally:
+                    histogram.observe(time.perf_counter() - began)
+
+        return Timed()
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
