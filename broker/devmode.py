@@ -51,15 +51,15 @@ def ensure_master_key_file(path: Path) -> bytes:
     return base64.b64decode(path.read_text(encoding="ascii").strip())
 
 
-def ensure_secret(database: Path, master_key: bytes, name: str) -> str:
-    """The value of secret ``name``, stored with a random value if it is not set."""
+def ensure_secret(database: Path, master_key: bytes, name: str, value: str | None = None) -> str:
+    """The value of secret ``name``, stored (``value``, or a random one) if it is not set."""
     box = SecretBox(master_key)
     table = SecretTable.open(database)
     try:
         for row in table.rows():
             if row.name == name:
                 return box.open(row).decode()
-        value = secrets.token_urlsafe(24)
+        value = value or secrets.token_urlsafe(24)
         nonce, ciphertext = box.seal(name, value.encode())
         table.put(name, nonce, ciphertext, int(time.time() * 1000), replace=False)
         return value

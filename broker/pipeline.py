@@ -146,17 +146,34 @@ async def _end_of_pipeline(call: Call) -> Outcome:
     raise errors.InternalError(f"call {call.call_id} reached the end of the pipeline unhandled")
 
 
-def build_pipeline(order: Sequence[str], stages: Mapping[str, Stage]) -> Handler:
+Timer = Callable[[str, float], None]
+
+
+def build_pipeline(
+    order: Sequence[str], stages: Mapping[str, Stage], timer: Timer | None = None
+) -> Handler:
     """Chain the named stages, the first outermost; the last one must answer without
-    calling on."""
+    calling on. ``timer(stage, seconds)`` hears how long each stage took (the stages after
+    it included)."""
     handler: Handler = _end_of_pipeline
     for name in reversed(order):
-        handler = _bind(stages[name], handler)
+        handler = _bind(name, stages[name], handler, timer)
     return handler
 
 
-def _bind(stage: Stage, call_next: Handler) -> Handler:
-    async def handle(call: Call) -> Outcome:
-        return await stage(call, call_next)
+def _bind(name: str, stage: Stage, call_next: Handler, timer: Timer | None) -> Handler:
+    if timer is None:
 
-    return handle
+        async def handle(call: Call) -> Outcome:
+            return await stage(call, call_next)
+
+        return handle
+
+    async def timed(call: Call) -> Outcome:
+        began = time.perf_counter()
+        try:
+            return await stage(call, call_next)
+        finally:
+            timer(name, time.perf_counter() - began)
+
+    return timed

@@ -3,6 +3,7 @@ its calls or cost jumped past 3x its median of the 7 days before. Text or Markdo
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ class AgentDay:
         if not self.latencies_ms:
             return None
         ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(share * len(ordered)) - 1))]
 
 
 def day_bounds(day: date) -> tuple[int, int]:

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from broker.settings import BrokerSettings
 from broker.store import SecretRow, Store
 
 MASTER_KEY_ENV = "BROKER_MASTER_KEY"
+RECHECK_S = 0.5  # a `broker secrets` change reaches a running broker within this
 
 
 def load_master_key(settings: BrokerSettings, env: Mapping[str, str]) -> bytes | None:
@@ -139,6 +141,7 @@ class Vault:
         self._values: dict[str, str] = {}
         self._redactor = Redactor({})
         self._noted_ms: dict[str, int] = {}
+        self._next_check = 0.0
 
     @property
     def sealed(self) -> bool:
@@ -172,6 +175,10 @@ class Vault:
 
     def _refresh(self) -> None:
         assert self._box is not None
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + RECHECK_S
         version = self._store.changed_elsewhere()
         if version == self._version:
             return

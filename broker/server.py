@@ -164,12 +164,11 @@ class Broker:
                 "will fail with SEALED"
             )
         self._approvals = self._build_approvals(self._vault)
-        stages = {
-            name: self.metrics.timed(name, stage)
-            for name, stage in self._build_stages(self._approvals, self._vault, admin).items()
-        }
+        stages = self._build_stages(self._approvals, self._vault, admin)
         self.metrics.pending_from(lambda: len(self._store.calls_where("state = ?", ("pending",))))
-        self._approvals.run_approved = build_pipeline(APPROVED_STAGES, stages)
+        self._approvals.run_approved = build_pipeline(
+            APPROVED_STAGES, stages, self.metrics.stage_time
+        )
         self._server = self._build_server(stages)
         await self._serve_health(self._server)
         self.port = self._bind(self._server)
@@ -313,15 +312,23 @@ class Broker:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ]
         server = aio.server(options=options)
-        call = self._endpoint("call", build_pipeline(CALL_STAGES, stages), _call_result)
-        wait = self._endpoint("await", build_pipeline(AWAIT_STAGES, stages), _call_result)
-        tools = self._endpoint("list_tools", build_pipeline(LIST_TOOLS_STAGES, stages), _tool_list)
+        call = self._endpoint(
+            "call", build_pipeline(CALL_STAGES, stages, self.metrics.stage_time), _call_result
+        )
+        wait = self._endpoint(
+            "await", build_pipeline(AWAIT_STAGES, stages, self.metrics.stage_time), _call_result
+        )
+        tools = self._endpoint(
+            "list_tools",
+            build_pipeline(LIST_TOOLS_STAGES, stages, self.metrics.stage_time),
+            _tool_list,
+        )
         handlers = {
             "Call": _unary(call, pb.CallResult),
             "Await": _unary(wait, pb.CallResult),
             "ListTools": _unary(tools, pb.ToolList),
         }
-        admin = build_pipeline(ADMIN_STAGES, stages)
+        admin = build_pipeline(ADMIN_STAGES, stages, self.metrics.stage_time)
         admin_rpcs: tuple[tuple[str, Rpc, Any], ...] = (
             ("Freeze", "freeze", pb.AdminResult),
             ("Unfreeze", "unfreeze", pb.AdminResult),

@@ -291,6 +291,7 @@ class _Pending:
     sql: str = ""
     values: Sequence[Any] = ()
     work: Callable[[sqlite3.Connection], Any] | None = None
+    committed_only: bool = False  # resolve once committed, before the fsync
 
 
 class Store:
@@ -370,22 +371,18 @@ class Store:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                outcomes = self._write(batch)
-                if self._durability == "fsync" and any(ok for ok, _ in outcomes):
+                results = list(zip(batch, self._write(batch), strict=True))
+                # failures, and writes that only need to be committed, are answered now
+                _resolve([r for r in results if r[0].committed_only or not r[1][0]])
+                later = [r for r in results if not r[0].committed_only and r[1][0]]
+                if later and self._durability == "fsync":
                     try:
                         assert self._wal is not None
                         await loop.run_in_executor(self._executor, self._wal.sync)
                     except OSError as exc:
-                        outcomes = [(False, StoreError(f"fsync of the log failed: {exc}"))] * len(
-                            batch
-                        )
-                for item, (ok, value) in zip(batch, outcomes, strict=True):
-                    if item.future.done():
-                        continue  # the caller went away; the row is written all the same
-                    if ok:
-                        item.future.set_result(value)
-                    else:
-                        item.future.set_exception(value)
+                        failed = (False, StoreError(f"fsync of the log failed: {exc}"))
+                        later = [(item, failed) for item, _ in later]
+                _resolve(later)
         finally:
             self._flush = None
 
@@ -424,7 +421,9 @@ class Store:
         digest = record_hash(values)
         self._head_seq, self._head_hash = seq, digest
         self._since_checkpoint += 1
-        return _Pending(item.future, sql=item.sql, values=(*values, digest))
+        return _Pending(
+            item.future, sql=item.sql, values=(*values, digest), committed_only=item.committed_only
+        )
 
     def _checkpoint(self, conn: sqlite3.Connection, kind: str) -> None:
         """Sign the chain's head (inside the current transaction)."""
@@ -446,9 +445,16 @@ class Store:
 
     # -- audit -------------------------------------------------------------------------------
 
-    async def append_audit(self, row: AuditRow) -> None:
-        """Append one audit record to the chain; returns when it is durable."""
-        await self._insert(_INSERT_AUDIT, tuple(getattr(row, name) for name in _CHAINED))
+    async def append_audit(self, row: AuditRow, *, durable: bool = True) -> None:
+        """Append one audit record to the chain; returns when it is durable, or with
+        ``durable=False`` once it is committed (what can fail, a full disk, a read-only or
+        locked database, fails by then; the fsync follows with the next durable record)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        values = tuple(getattr(row, name) for name in _CHAINED)
+        self._enqueue(
+            _Pending(future, sql=_INSERT_AUDIT, values=values, committed_only=not durable)
+        )
+        await future
 
     # -- calls and freezes ------------------------------------------------------------------
 
@@ -855,6 +861,16 @@ class _WalSync:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _resolve(results: list[tuple[_Pending, tuple[bool, Any]]]) -> None:
+    for item, (ok, value) in results:
+        if item.future.done():
+            continue  # the caller went away; the row is written all the same
+        if ok:
+            item.future.set_result(value)
+        else:
+            item.future.set_exception(value)
 
 
 def _write_group(conn: sqlite3.Connection, items: list[_Pending]) -> list[tuple[bool, Any]]:

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -18,6 +19,7 @@ from broker.cli import main
 from broker.client import ToolError
 from broker.errors import ConfigError
 from broker.policy.check import check_folders
+from broker.secrets import RECHECK_S
 from broker.store import read_audit
 from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace
 
@@ -169,11 +171,13 @@ def test_a_running_broker_sees_rotation_and_deletion(
     with keyed.broker(env=ENV) as broker, broker.client(agent) as client:
         client.call("vault.read", {})
         assert set_secret(keyed, "vault-key", "second-value", monkeypatch, "rotate") == 0
+        time.sleep(RECHECK_S + 0.1)  # a change reaches the running broker within RECHECK_S
         client.call("vault.read", {})
         assert (
             main(["secrets", "delete", "vault-key", "--config", str(keyed.root / "broker.yaml")])
             == 0
         )
+        time.sleep(RECHECK_S + 0.1)
         with pytest.raises(errors.SecretNotSet, match="broker secrets set vault-key"):
             client.call("vault.read", {})
     assert [r.headers["authorization"] for r in upstream.requests] == [

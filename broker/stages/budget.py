@@ -26,6 +26,14 @@ def allowances(call: Call) -> list[Allowance]:
     assert call.grant is not None
     agent = call.agent
     limits = call.snapshot.policies.policies[agent].limits
+    tool = call.grant.grant.budget
+    if (
+        tool is None
+        and limits.calls_per_day is None
+        and limits.cost_per_day is None
+        and (limits.calls_per_task is None and limits.cost_per_task is None)
+    ):
+        return []  # no budget to spend from: nothing to look up
     day, day_ends = today()
     found = []
     if limits.calls_per_day is not None or limits.cost_per_day is not None:
@@ -51,7 +59,6 @@ def allowances(call: Call) -> list[Allowance]:
                 None,
             )
         )
-    tool = call.grant.grant.budget
     if tool is not None:
         name = call.action.full_name
         found.append(

@@ -21,6 +21,7 @@ from broker.devmode import dev_key_path
 from broker.identity import AgentCredentials
 from broker.settings import load_settings
 from tests.bench.harness import (
+    API_KEY,
     Sample,
     broker_process,
     example_upstream,
@@ -30,6 +31,7 @@ from tests.bench.harness import (
 )
 
 QUERY = {"supplier": "ACME Paper"}
+AUTH = {"Authorization": f"Bearer {API_KEY}"}  # what the broker injects, sent directly
 
 
 PATHS = ("direct", "broker, durability fsync", "broker, durability process")
@@ -56,7 +58,7 @@ async def run(rounds: int, total: int) -> dict[tuple[str, int], Sample]:
         ):
 
             async def direct() -> None:
-                async with http.get(f"{url}/invoices", params=QUERY) as response:
+                async with http.get(f"{url}/invoices", params=QUERY, headers=AUTH) as response:
                     await response.read()
                     assert response.status == 200
 

@@ -4,7 +4,9 @@ and measure a coroutine factory at a given concurrency."""
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
+import secrets
 import shutil
 import socket
 import statistics
@@ -20,6 +22,8 @@ from typing import Any
 import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from broker.devmode import ensure_master_key_file, ensure_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,11 +58,15 @@ def wait_healthy(target: str, seconds: float = 20.0) -> None:
     raise RuntimeError(f"broker at {target} did not become healthy")
 
 
+API_KEY = secrets.token_urlsafe(24)  # the example upstream's key, stored in each broker
+
+
 @contextmanager
 def example_upstream() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples/invoices_upstream.py"), "--port", str(port)]
+        [sys.executable, str(ROOT / "examples/invoices_upstream.py"), "--port", str(port)],
+        env={**os.environ, "INVOICES_API_KEY": API_KEY},
     )
     try:
         wait_port(port)
@@ -70,7 +78,11 @@ def example_upstream() -> Iterator[str]:
 
 @contextmanager
 def broker_process(
-    workdir: Path, upstream_url: str, tools: dict[str, Any] | None = None, **config: Any
+    workdir: Path,
+    upstream_url: str,
+    tools: dict[str, Any] | None = None,
+    without: str = "",
+    **config: Any,
 ) -> Iterator[tuple[str, Path]]:
     """A `broker run` process on a copy of the repository's tools and policies; yields its
     target and config path."""
@@ -79,6 +91,12 @@ def broker_process(
     manifest = yaml.safe_load((workdir / "tools/invoices.yaml").read_text())
     manifest["base_url"] = upstream_url
     (workdir / "tools/invoices.yaml").write_text(yaml.safe_dump(manifest))
+    # a benchmark repeats one request on purpose: not a loop
+    policy = yaml.safe_load((workdir / "policies/invoice-agent.yaml").read_text())
+    policy["limits"] = {"loop": {"repeats": 10_000}}
+    (workdir / "policies/invoice-agent.yaml").write_text(yaml.safe_dump(policy))
+    master = ensure_master_key_file(workdir / "data" / "master.key")
+    ensure_secret(workdir / "data" / "broker.db", master, "invoices-dev-key", API_KEY)
     for name, extra in (tools or {}).items():
         (workdir / f"tools/{name}.yaml").write_text(yaml.safe_dump(extra))
     port = free_port()
@@ -89,13 +107,25 @@ def broker_process(
         "policies": "policies",
         "tools": "tools",
         "dev_keys": True,
+        "master_key_file": "data/master.key",
         **config,
     }
     config_path = workdir / "broker.yaml"
     config_path.write_text(yaml.safe_dump(settings))
     log = (workdir / "broker.log").open("wb")
+    command = [sys.executable, "-m", "broker", "run", "--config", str(config_path)]
+    if without:  # a variant with stages left out, to measure what they cost
+        command = [
+            sys.executable,
+            "-m",
+            "tests.bench.broker_variant",
+            "--config",
+            str(config_path),
+            "--without",
+            without,
+        ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "broker", "run", "--config", str(config_path)],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -166,7 +196,5 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import os
-
     python = platform.python_version()
     return f"{os.cpu_count()} cores, {cpu}, Linux {platform.release()}, Python {python}"

@@ -1,0 +1,142 @@
+"""make bench: what the audit trail costs (the same broker with and without its audit stages,
+side by side) and how fast `broker audit verify` walks 1,000,000 records."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.audit import Signer, verify
+from broker.client import AsyncBrokerClient
+from broker.devmode import dev_key_path
+from broker.identity import AgentCredentials
+from broker.settings import load_settings
+from broker.store import AuditRow, Store
+from tests.bench.bench_call_path import write_section
+from tests.bench.harness import broker_process, example_upstream, machine, measure
+
+QUERY = {"supplier": "ACME Paper"}
+
+
+async def throughput(rounds: int, total: int) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"with audit": [], "without audit": []}
+    with (
+        example_upstream() as url,
+        tempfile.TemporaryDirectory() as a,
+        tempfile.TemporaryDirectory() as b,
+        broker_process(Path(a), url) as (with_target, config),
+        broker_process(Path(b), url, without="audit,decided") as (without_target, _),
+    ):
+        settings = load_settings(config)
+        first = AgentCredentials.load(dev_key_path(settings.data_dir, "invoice-agent"))
+        second = AgentCredentials.load(dev_key_path(Path(b) / "data", "invoice-agent"))
+        async with (
+            AsyncBrokerClient(with_target, first, broker_id=settings.broker_id) as w,
+            AsyncBrokerClient(without_target, second, broker_id=settings.broker_id) as wo,
+        ):
+            counter = iter(range(10**9))
+
+            async def audited() -> None:
+                await w.call("invoices.list", {"supplier": f"s{next(counter)}"})
+
+            async def unaudited() -> None:
+                await wo.call("invoices.list", {"supplier": f"s{next(counter)}"})
+
+            for _ in range(rounds):
+                results["with audit"].append((await measure(audited, 16, total)).per_second)
+                results["without audit"].append((await measure(unaudited, 16, total)).per_second)
+    return results
+
+
+async def fill(path: Path, records: int, key: AgentCredentials) -> float:
+    """Write ``records`` audit records through the real store (chained, checkpointed)."""
+    store = Store(path, durability="process")
+    store.open()
+    store.signer = Signer(key)
+    row = AuditRow(
+        ts_ms=int(time.time() * 1000),
+        call_id="c0123456789abcdef",
+        rpc="call",
+        agent="invoice-agent",
+        key_id="invoice-agent-dev",
+        nonce="n" * 24,
+        tool="invoices.list",
+        task_id="t1",
+        intent="month end",
+        args_digest="d" * 64,
+        decision="done",
+        reason="",
+        upstream_status=200,
+        latency_us=900,
+        policy_hash="p" * 64,
+        detail="{}",
+        arguments='{"supplier":"ACME"}',
+        event="executed",
+    )
+    began = time.perf_counter()
+    for _ in range(records // 1000):
+        await asyncio.gather(*(store.append_audit(row) for _ in range(1000)))
+    elapsed = time.perf_counter() - began
+    await store.close()
+    return elapsed
+
+
+def verify_speed(records: int) -> tuple[float, float, bool]:
+    """(seconds to write, seconds to verify, verified ok) for ``records`` records."""
+    key = AgentCredentials("broker-audit", "audit-bench", Ed25519PrivateKey.generate())
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "broker.db"
+        written = uvloop.run(fill(path, records, key))
+        began = time.perf_counter()
+        verdict = verify(path, key.private_key.public_key())
+        return written, time.perf_counter() - began, verdict.ok and verdict.records == records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--write", type=Path)
+    args = parser.parse_args()
+    results = uvloop.run(throughput(args.rounds, args.calls))
+    with_audit = statistics.median(results["with audit"])
+    without = statistics.median(results["without audit"])
+    written, verified, ok = verify_speed(args.records)
+    lines = [
+        "## Audit: what it costs, and verifying it",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {machine()}.",
+        f"Throughput at concurrency 16, median of {args.rounds} rounds, the same broker "
+        "(durability fsync) with its audit stages and without them (`audit`, `decided` left out "
+        "of the order by tests/bench/broker_variant.py), side by side; every call has its own "
+        "arguments.",
+        "",
+        "| broker | calls/s at 16 |",
+        "|---|---|",
+        f"| with the audit trail (2 chained records a call) | {with_audit:,.0f} |",
+        f"| without it | {without:,.0f} |",
+        "",
+        f"- the audit costs **{(1 - with_audit / without) * 100:.1f}%** of throughput "
+        "(target < 10%)",
+        f"- {args.records:,} records written through the store in {written:.1f} s "
+        f"({args.records / written:,.0f} records/s, chained and checkpointed)",
+        f"- `verify` walked them in **{verified:.1f} s** ({args.records / verified:,.0f} "
+        f"records/s){'' if ok else '; IT FAILED'}",
+    ]
+    section = "\n".join(lines) + "\n"
+    print(section)
+    if args.write:
+        write_section(args.write, section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""The audit trail: every tamper case is caught and named, the broker fails closed when it
+cannot write, every query filter works, the story of a call reads whole, metrics scrape."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker import errors
+from broker.cli import main
+from broker.client import ApprovalPending, ToolError
+from broker.store import read_audit
+from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
+
+NO_LOOPS = {"loop": {"repeats": 10_000}}
+
+
+def traffic(ws: Workspace, upstream: FakeUpstream) -> dict[str, Any]:
+    """A little of everything, through a real broker: reads, a refusal, a tool error, a
+    pending write decided by an operator."""
+    reader = ws.agent("reader", grants=["invoices.list", "invoices.get"], limits=NO_LOOPS)
+    payer = ws.agent("payer", grants=["invoices.pay"], limits=NO_LOOPS)
+    ids: dict[str, Any] = {}
+    with ws.broker(audit_checkpoint_interval="100ms") as broker:
+        with broker.client(reader) as client:
+            ids["read"] = client.call("invoices.list", {"supplier": "A"}, task_id="t1").call_id
+            for n in range(4):
+                client.call("invoices.list", {"limit": n}, task_id="t1")
+            with pytest.raises(errors.ToolNotGranted) as refused:
+                client.call("invoices.pay", {"id": "1", "amount": 1}, task_id="t2")
+            ids["refused"] = refused.value.call_id
+            upstream.respond = lambda request: Reply(404, {"error": "none"})
+            with pytest.raises(ToolError) as failed:
+                client.call("invoices.get", {"id": "X"}, task_id="t2")
+            ids["tool_error"] = failed.value.result.call_id
+            upstream.respond = lambda request: Reply(body={"ok": True})
+        with broker.client(payer) as client, broker.admin() as admin:
+            with pytest.raises(ApprovalPending) as asked:
+                client.call(
+                    "invoices.pay",
+                    {"id": "1", "amount": 5},
+                    idempotency_key="p1",
+                    task_id="t3",
+                    intent="pay it",
+                    wait_for_approval=False,
+                )
+            ids["paid"] = asked.value.call_id
+            admin.decide(asked.value.call_id, approve=True, reason="fine")
+            client.await_call(asked.value.call_id, wait_ms=5000)
+        ids["broker"] = broker
+    return ids
+
+
+def verify(ws: Workspace, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    code = main(["audit", "verify", "--config", str(ws.root / "broker.yaml"), *extra])
+    return code, capsys.readouterr().out
+
+
+def tamper(ws: Workspace, *statements: str) -> None:
+    conn = sqlite3.connect(ws.database, isolation_level=None)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def trail(ws: Workspace, upstream: FakeUpstream) -> dict[str, Any]:
+    return traffic(ws, upstream)
+
+
+def test_an_intact_trail_verifies(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = verify(ws, capsys)
+    assert code == 0, out
+    assert out.startswith("ok: ")
+    rows = read_audit(ws.database)
+    assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
+    assert all(r.prev_hash == p.hash for p, r in itertools.pairwise(rows))
+
+
+@pytest.mark.parametrize(
+    ("statements", "expected"),
+    [
+        (["UPDATE audit SET decision = 'done' WHERE seq = 3"], "record 3 was changed"),
+        (["UPDATE audit SET latency_us = latency_us + 1 WHERE seq = 5"], "record 5 was changed"),
+        (["DELETE FROM audit WHERE seq = 4"], "record 4 is missing"),
+        (
+            [
+                "UPDATE audit SET seq = 1000 WHERE seq = 2",
+                "UPDATE audit SET seq = 2 WHERE seq = 3",
+                "UPDATE audit SET seq = 3 WHERE seq = 1000",
+            ],
+            "record 2 does not follow record 1",
+        ),
+    ],
+)
+def test_each_tamper_is_named(
+    ws: Workspace,
+    trail: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    statements: list[str],
+    expected: str,
+) -> None:
+    tamper(ws, *statements)
+    code, out = verify(ws, capsys)
+    assert code == 1
+    assert out.startswith("TAMPERED: ")
+    assert expected in out
+
+
+def test_a_truncated_tail_is_caught_by_the_checkpoints(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(ws.root / "broker.yaml")
+    assert main(["audit", "checkpoint", "--config", config]) == 0
+    kept = json.loads(capsys.readouterr().out)
+    assert kept["seq"] > 3
+    assert len(kept["public_key"]) == 44
+    (ws.root / "kept.json").write_text(json.dumps(kept))
+
+    tamper(ws, f"DELETE FROM audit WHERE seq > {kept['seq'] - 2}")
+    code, out = verify(ws, capsys)
+    assert code == 1
+    assert "are gone: a checkpoint signed the trail" in out
+
+    # cutting the checkpoints too fools the database alone, not a checkpoint kept elsewhere
+    tamper(ws, "DELETE FROM audit_checkpoints")
+    assert verify(ws, capsys)[0] == 0
+    code, out = verify(ws, capsys, "--checkpoint", str(ws.root / "kept.json"))
+    assert code == 1
+    assert "truncated tail" in out
+
+
+def test_a_forged_checkpoint_is_caught(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tamper(ws, "UPDATE audit_checkpoints SET head_hash = 'ff' || substr(head_hash, 3)")
+    code, out = verify(ws, capsys)
+    assert code == 1
+    assert "bad signature" in out
+
+
+def test_prune_keeps_a_signed_anchor_so_the_rest_verifies(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = read_audit(ws.database)
+    cut = rows[len(rows) // 2]
+    config = str(ws.root / "broker.yaml")
+    when = _iso(cut.ts_ms + 1)
+    assert main(["audit", "prune", "--before", when, "--config", config]) == 0
+    remaining = read_audit(ws.database)
+    assert remaining
+    assert remaining[0].ts_ms > cut.ts_ms
+    assert verify(ws, capsys)[0] == 0
+    first = remaining[0].seq
+    tamper(ws, f"UPDATE audit SET intent = 'x' WHERE seq = {first}")
+    code, out = verify(ws, capsys)
+    assert code == 1
+    assert f"record {first} was changed" in out
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def test_every_query_filter(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ["--config", str(ws.root / "broker.yaml")]
+
+    def query(*flags: str) -> list[dict[str, Any]]:
+        assert main(["audit", "query", *config, "--format", "jsonl", *flags]) == 0
+        out = capsys.readouterr().out
+        return [json.loads(line) for line in out.splitlines()]
+
+    everything = query()
+    assert {r["agent"] for r in query("--agent", "payer")} == {"payer"}
+    assert {r["tool"] for r in query("--tool", "invoices.get")} == {"invoices.get"}
+    assert {r["task_id"] for r in query("--task", "t2")} == {"t2"}
+    assert {r["decision"] for r in query("--status", "refused")} == {"refused"}
+    assert [r["call_id"] for r in query("--reason", "TOOL_NOT_GRANTED")] == [trail["refused"]]
+    assert {r["event"] for r in query("--event", "approved")} == {"approved"}
+    middle = everything[len(everything) // 2]["ts_ms"]
+    since = query("--since", _iso(middle))
+    until = query("--until", _iso(middle))
+    assert len(since) + len(until) == len(everything)
+    assert query("--since", "1h") == everything
+    assert query("--until", "1h") == []
+    assert main(["audit", "query", *config, "--limit", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 2
+    assert main(["audit", "query", *config, "--since", "yesterday-ish"]) == 2
+
+
+def test_export_and_tail(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ["--config", str(ws.root / "broker.yaml")]
+    assert main(["audit", "export", *config]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(read_audit(ws.database))
+    assert all(json.loads(line)["hash"] for line in lines)
+    assert main(["audit", "tail", *config, "-n", "3", "-f", "--for", "1s"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_show_tells_the_whole_story_of_a_call(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "show", trail["paid"], "--config", str(ws.root / "broker.yaml")]) == 0
+    story = capsys.readouterr().out
+    assert "agent payer" in story
+    assert "intent: pay it" in story
+    assert '"amount": 5' in story
+    assert "stored call: done, decided by admin:local-admin (fine)" in story
+    assert "why a human was asked: a write" in story
+    for step in (
+        "pending: pending",
+        "approved: approved - by admin:local-admin",
+        "decided: allowed",
+        "executed: done - upstream 200",
+    ):
+        assert step in story
+
+
+def test_each_step_is_a_record_with_its_facts(ws: Workspace, trail: dict[str, Any]) -> None:
+    story = {r.event: r for r in read_audit(ws.database, trail["paid"])}
+    # the agent's Await of the call is part of its story too
+    assert list(story) == ["pending", "approved", "decided", "executed", "await"]
+    assert story["executed"].result_size == len('{"ok": true}')
+    assert len(story["executed"].result_digest) == 64
+    assert story["decided"].cost == 1
+    assert story["approved"].detail == '{"note":"fine","by":"admin:local-admin"}'
+    assert all(r.policy_hash for r in read_audit(ws.database, trail["read"]))
+
+
+def test_one_json_log_line_per_request(
+    ws: Workspace, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="broker.calls")
+    agent = ws.agent("reader", grants=["invoices.list"])
+    with ws.broker() as broker, broker.client(agent) as client:
+        call_id = client.call("invoices.list", {}).call_id
+    lines = [json.loads(r.message) for r in caplog.records if r.name == "broker.calls"]
+    mine = [line for line in lines if line["call_id"] == call_id]
+    assert len(mine) == 1
+    assert (mine[0]["event"], mine[0]["upstream_status"]) == ("executed", 200)
+
+
+def test_the_metrics_endpoint(ws: Workspace, upstream: FakeUpstream) -> None:
+    agent = ws.agent("reader", grants=["invoices.list"], limits=NO_LOOPS)
+    with ws.broker(http_listen="127.0.0.1:0") as broker, broker.client(agent) as client:
+        client.call("invoices.list", {})
+        with pytest.raises(errors.ToolNotGranted):
+            client.call("invoices.pay", {})
+        with urllib.request.urlopen(broker.http_url + "/metrics", timeout=5) as response:  # noqa: S310
+            text = response.read().decode()
+    assert (
+        'toolbroker_calls_total{agent="reader",outcome="done",reason="-",rpc="call",'
+        'tool="invoices.list"} 1.0'
+    ) in text
+    assert (
+        'toolbroker_calls_total{agent="reader",outcome="refused",reason="TOOL_NOT_GRANTED",'
+        'rpc="call",tool="invoices.pay"} 1.0'
+    ) in text
+    assert 'toolbroker_upstream_responses_total{status="200",tool="invoices"} 1.0' in text
+    assert 'toolbroker_stage_seconds_count{stage="execute"} 1.0' in text
+    assert "toolbroker_pending_approvals 0.0" in text
+    assert 'toolbroker_request_seconds_bucket{le="+Inf",rpc="call"} 2.0' in text
+
+
+@pytest.fixture
+def small_disk() -> Iterator[Path]:
+    """A 4 MiB tmpfs of our own, to fill up (mounting needs root, as CI runs)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    path = Path(tempfile.mkdtemp(prefix="broker-disk-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+        path.rmdir()
+
+
+def _audit_is_refused(client: Any, upstream: FakeUpstream) -> None:
+    before = len(upstream.requests)
+    for arguments in ({"supplier": "x"}, {"supplier": "y"}):
+        with pytest.raises(errors.AuditUnavailable) as refused:
+            client.call("invoices.list", arguments)
+        assert refused.value.status_code.name == "UNAVAILABLE"
+    with pytest.raises(errors.AuditUnavailable):
+        client.call("invoices.pay", {"id": "1", "amount": 1}, idempotency_key="k")
+    assert len(upstream.requests) == before  # nothing reached the tool
+
+
+def _agent(ws: Workspace) -> Any:
+    return ws.agent(
+        "reader",
+        grants=[
+            "invoices.list",
+            {"tool": "invoices.pay", "approval": "never", "no_approval_because": "test"},
+        ],
+        limits=NO_LOOPS,
+    )
+
+
+def test_no_call_runs_when_the_disk_is_full(
+    ws: Workspace, upstream: FakeUpstream, small_disk: Path
+) -> None:
+    agent = _agent(ws)
+    with (
+        RunningBroker(ws.settings(data_dir=str(small_disk))) as broker,
+        broker.client(agent) as client,
+    ):
+        assert client.call("invoices.list", {}).state == "DONE"
+        filler = small_disk / "filler"
+        with filler.open("wb") as handle, contextlib.suppress(OSError):  # until it is full
+            while True:
+                handle.write(b"\0" * 65536)
+        _audit_is_refused(client, upstream)
+        filler.unlink()
+        assert client.call("invoices.list", {"supplier": "z"}).state == "DONE"  # recovers
+
+
+def test_no_call_runs_when_the_database_turns_read_only(
+    ws: Workspace, upstream: FakeUpstream
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chattr +i needs root (CI runs as root)")
+    agent = _agent(ws)
+    files = [str(ws.database), f"{ws.database}-wal"]
+    with ws.broker() as broker, broker.client(agent) as client:
+        assert client.call("invoices.list", {}).state == "DONE"
+        # root ignores file modes; the immutable flag stops even root's open descriptors
+        subprocess.run(["chattr", "+i", *files], check=True)
+        try:
+            _audit_is_refused(client, upstream)
+        finally:
+            subprocess.run(["chattr", "-i", *files], check=True)
+        assert client.call("invoices.list", {"supplier": "z"}).state == "DONE"  # recovers
