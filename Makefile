@@ -38,13 +38,14 @@ demo: install
 	$(PY) examples/demo_agent.py --config $(CONFIG)
 
 ## bench: broker vs. direct side by side, policy decisions at scale, a rate-limited burst and
-## the untrusted-content detector on BIPIA (development figures); each rewrites its section of
-## BENCHMARKS.md
+## the untrusted-content detector on BIPIA (development figures), the audit trail's cost; each
+## rewrites its section of BENCHMARKS.md
 bench: install
 	$(PY) -m tests.bench.bench_call_path --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_policy --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_burst --write BENCHMARKS.md
 	$(PY) -m tests.bench.eval_injection --write BENCHMARKS.md
+	$(PY) -m tests.bench.bench_audit --write BENCHMARKS.md
 
 lint: install
 	$(VENV)/bin/ruff check broker tests examples
