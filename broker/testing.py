@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
@@ -77,21 +77,50 @@ class Reply:
 Responder = Callable[[RecordedRequest], Reply]
 
 
-class FakeUpstream:
+class _LoopbackServer:
+    """An HTTP server on 127.0.0.1 (a free port), served from a background thread."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> Self:
+        """Start serving in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FakeUpstream(_LoopbackServer):
     """An HTTP server on 127.0.0.1 (a free port) that records every request and answers with
     ``respond(request)``; ``respond`` may be replaced between calls."""
 
     def __init__(self, respond: Responder | None = None) -> None:
         self.respond: Responder = respond or (lambda request: Reply())
         self.requests: list[RecordedRequest] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
         """The base URL, e.g. ``http://127.0.0.1:41234``."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         upstream = self
@@ -131,23 +160,6 @@ class FakeUpstream:
 
         return Handler
 
-    def start(self) -> FakeUpstream:
-        """Start serving in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 @dataclass(frozen=True)
 class SlackCall:
@@ -158,7 +170,7 @@ class SlackCall:
     token: str
 
 
-class FakeSlack:
+class FakeSlack(_LoopbackServer):
     """A fake Slack Web API on 127.0.0.1 that records every call (chat.postMessage, chat.update,
     chat.postEphemeral) and answers ``ok``; ``click`` sends a signed button click to a broker
     the way Slack does."""
@@ -195,14 +207,12 @@ class FakeSlack:
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: tests read ``calls`` instead."""
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def api_url(self) -> str:
         """The base URL to put in the broker's ``slack.api_url``."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
+        return f"http://127.0.0.1:{self.port}/api/"
 
     def posted(self, method: str) -> list[dict[str, Any]]:
         """The payloads of every call to ``method``."""
@@ -245,23 +255,6 @@ class FakeSlack:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             return int(exc.code)
-
-    def start(self) -> FakeSlack:
-        """Start serving in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._thread.is_alive():
-            self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> FakeSlack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class FakeSlackSocket:

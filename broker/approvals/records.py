@@ -4,9 +4,11 @@ outcome (a result or an error) as stored JSON."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from broker import errors, jsonexact
 from broker.pipeline import Call, Outcome
+from broker.store import CallRecord
 from broker.v1 import broker_pb2 as pb
 
 # States of a stored call, and which of them are final.
@@ -15,6 +17,26 @@ DONE, TOOL_ERROR, FAILED = "done", "tool_error", "failed"
 DENIED, EXPIRED, CANCELLED, UNKNOWN = "denied", "expired", "cancelled", "outcome_unknown"
 RECONCILED = "reconciled"  # outcome_unknown, checked by a human
 FINAL = (DONE, TOOL_ERROR, FAILED, DENIED, EXPIRED, CANCELLED, UNKNOWN, RECONCILED)
+
+
+def new_record(call: Call, state: str, why: Mapping[str, object], now: int) -> CallRecord:
+    """The stored form of ``call`` as it enters the calls table in ``state``."""
+    assert call.arguments is not None
+    return CallRecord(
+        call_id=call.call_id,
+        agent=call.agent,
+        key_id=call.signed.key_id,
+        tool=call.request.tool,
+        task_id=call.request.task_id,
+        intent=call.request.intent,
+        arguments=jsonexact.dumps(call.arguments, canonical=True),
+        digest=call.digest,
+        idempotency_key=call.request.idempotency_key,
+        state=state,
+        why=json.dumps(why),
+        created_ms=now,
+        updated_ms=now,
+    )
 
 
 def binding_digest(call: Call) -> str:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from broker import errors, jsonexact
+from broker import errors
 from broker.approvals.records import (
     APPROVED,
     CANCELLED,
@@ -31,6 +30,7 @@ from broker.approvals.records import (
     UNKNOWN,
     decode,
     encode_error,
+    new_record,
 )
 from broker.identity import RegisteredKey, Verified, now_ms
 from broker.pipeline import Call, Handler, Outcome
@@ -136,20 +136,8 @@ class Approvals:
             "rule": decision.rule,
             "tainted": [list(t) for t in decision.tainted],
         }
-        record = CallRecord(
-            call_id=call.call_id,
-            agent=call.agent,
-            key_id=call.signed.key_id,
-            tool=call.request.tool,
-            task_id=call.request.task_id,
-            intent=call.request.intent,
-            arguments=jsonexact.dumps(call.arguments, canonical=True),
-            digest=call.digest,
-            idempotency_key=call.request.idempotency_key,
-            state=PENDING,
-            why=json.dumps(why),
-            created_ms=now,
-            updated_ms=now,
+        record = replace(
+            new_record(call, PENDING, why, now),
             escalate_at_ms=now + int(policy.escalate_after * 1000),
             expires_at_ms=now + int(policy.expires_after * 1000),
         )

@@ -5,9 +5,8 @@ never run again, raised to a human."""
 from __future__ import annotations
 
 import asyncio
-import json
 
-from broker import errors, jsonexact
+from broker import errors
 from broker.approvals.records import (
     APPROVED,
     DONE,
@@ -18,10 +17,11 @@ from broker.approvals.records import (
     binding_digest,
     encode_error,
     encode_outcome,
+    new_record,
 )
 from broker.identity import now_ms
 from broker.pipeline import Call, Handler, Outcome
-from broker.store import CallRecord, Store
+from broker.store import Store
 from broker.v1 import broker_pb2 as pb
 
 
@@ -68,21 +68,7 @@ class JournalStage:
                 raise errors.ApprovalDenied(f"call {call.call_id} is no longer approved")
             return
         assert call.arguments is not None
-        record = CallRecord(
-            call_id=call.call_id,
-            agent=call.agent,
-            key_id=call.signed.key_id,
-            tool=call.request.tool,
-            task_id=call.request.task_id,
-            intent=call.request.intent,
-            arguments=jsonexact.dumps(call.arguments, canonical=True),
-            digest=call.digest,
-            idempotency_key=call.request.idempotency_key,
-            state=EXECUTING,
-            why=json.dumps({"reason": "write"}),
-            created_ms=now,
-            updated_ms=now,
-        )
+        record = new_record(call, EXECUTING, {"reason": "write"}, now)
         if not await self._store.insert_call(record):
             raise errors.CallInProgress(
                 "another request with this idempotency key is running; retry later"
