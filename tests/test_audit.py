@@ -3,6 +3,7 @@ cannot write, every query filter works, the story of a call reads whole, metrics
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -21,7 +22,7 @@ import pytest
 from broker import errors
 from broker.cli import main
 from broker.client import ApprovalPending, ToolError
-from broker.store import read_audit
+from broker.store import WAL_CHECKPOINT_COMMITS, AuditRow, Store, read_audit
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
@@ -356,3 +357,46 @@ def test_no_call_runs_when_the_database_turns_read_only(
         finally:
             subprocess.run(["chattr", "-i", *files], check=True)
         assert client.call("invoices.list", {"supplier": "z"}).state == "DONE"  # recovers
+
+
+def test_the_database_log_stays_bounded_and_every_record_stays(tmp_path: Path) -> None:
+    # SQLite's own checkpoints are off (they stall the event loop); the store's helper thread
+    # must keep the write-ahead log from growing with every commit (~20 KB each).
+    path = tmp_path / "broker.db"
+    commits = 12 * WAL_CHECKPOINT_COMMITS
+    row = AuditRow(
+        ts_ms=1,
+        call_id="c1",
+        rpc="call",
+        agent="a",
+        key_id="k",
+        nonce="n",
+        tool="t.x",
+        task_id="",
+        intent="",
+        args_digest="d",
+        decision="done",
+        reason="",
+        upstream_status=200,
+        latency_us=1,
+        policy_hash="p",
+        detail="{}",
+        arguments="{}",
+        event="executed",
+    )
+
+    async def write() -> int:
+        store = Store(path, durability="process")
+        store.open()
+        largest = 0
+        for _ in range(commits):  # one commit each: the worst case for the log
+            await store.append_audit(row)
+            largest = max(largest, os.stat(f"{path}-wal").st_size)
+        await store.close()
+        return largest
+
+    largest = asyncio.run(write())
+
+    assert largest < commits * 20_000 / 4  # without checkpoints it reaches ~48 MB
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM audit").fetchone() == (commits,)

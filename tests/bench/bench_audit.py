@@ -32,8 +32,8 @@ async def throughput(rounds: int, total: int) -> dict[str, list[float]]:
         example_upstream() as url,
         tempfile.TemporaryDirectory() as a,
         tempfile.TemporaryDirectory() as b,
-        broker_process(Path(a), url) as (with_target, config),
-        broker_process(Path(b), url, without="audit,decided") as (without_target, _),
+        broker_process(Path(a), url) as (with_target, config, _),
+        broker_process(Path(b), url, without="audit,decided") as (without_target, _, _),
     ):
         settings = load_settings(config)
         first = AgentCredentials.load(dev_key_path(settings.data_dir, "invoice-agent"))

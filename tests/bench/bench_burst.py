@@ -88,7 +88,7 @@ async def run(queue: str, rounds: int) -> dict[str, object]:
                 "agent: burster\ngrants:\n  - tool: burst.get\n"
                 "limits: { loop: { repeats: 10000 } }\n"
             )
-            with broker_process(Path(tmp), example, tools={"burst": manifest}) as (target, cfg):
+            with broker_process(Path(tmp), example, tools={"burst": manifest}) as (target, cfg, _):
                 settings = load_settings(cfg)
                 key = AgentCredentials.load(dev_key_path(settings.data_dir, "burster"))
                 async with AsyncBrokerClient(target, key, broker_id=settings.broker_id) as c:

@@ -43,8 +43,8 @@ async def run(rounds: int, total: int) -> dict[tuple[str, int], Sample]:
         example_upstream() as url,
         tempfile.TemporaryDirectory() as tmp_fsync,
         tempfile.TemporaryDirectory() as tmp_process,
-        broker_process(Path(tmp_fsync), url, durability="fsync") as (fsync_target, config),
-        broker_process(Path(tmp_process), url, durability="process") as (process_target, _),
+        broker_process(Path(tmp_fsync), url, durability="fsync") as (fsync_target, config, _),
+        broker_process(Path(tmp_process), url, durability="process") as (process_target, _, _),
     ):
         settings = load_settings(config)
         credentials = AgentCredentials.load(dev_key_path(settings.data_dir, "invoice-agent"))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import yaml
@@ -76,6 +76,20 @@ def example_upstream() -> Iterator[str]:
         process.wait(10)
 
 
+class BrokerProcess(NamedTuple):
+    """A running `broker run`: where it listens, its config file and its process id."""
+
+    target: str
+    config: Path
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def broker_process(
     workdir: Path,
@@ -83,9 +97,8 @@ def broker_process(
     tools: dict[str, Any] | None = None,
     without: str = "",
     **config: Any,
-) -> Iterator[tuple[str, Path]]:
-    """A `broker run` process on a copy of the repository's tools and policies; yields its
-    target and config path."""
+) -> Iterator[BrokerProcess]:
+    """A `broker run` process on a copy of the repository's tools and policies."""
     shutil.copytree(ROOT / "policies", workdir / "policies", dirs_exist_ok=True)
     shutil.copytree(ROOT / "tools", workdir / "tools", dirs_exist_ok=True)
     manifest = yaml.safe_load((workdir / "tools/invoices.yaml").read_text())
@@ -135,7 +148,7 @@ def broker_process(
         except RuntimeError:
             tail = (workdir / "broker.log").read_text()[-2000:]
             raise RuntimeError(f"the broker did not start:\n{tail}") from None
-        yield f"127.0.0.1:{port}", config_path
+        yield BrokerProcess(f"127.0.0.1:{port}", config_path, process.pid)
     finally:
         process.terminate()
         process.wait(15)
