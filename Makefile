@@ -37,14 +37,15 @@ test: install
 demo: install
 	$(PY) examples/demo_agent.py --config $(CONFIG)
 
-## bench: broker vs. direct side by side, policy decisions at scale, a rate-limited burst and
-## the untrusted-content detector on BIPIA (development figures), the audit trail's cost; each
-## rewrites its section of BENCHMARKS.md
+## bench: broker vs. direct side by side, policy decisions at scale, a rate-limited burst, the
+## untrusted-content detector on BIPIA (development figures), the cost of each stage and of the
+## audit trail; each rewrites its section of BENCHMARKS.md
 bench: install
 	$(PY) -m tests.bench.bench_call_path --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_policy --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_burst --write BENCHMARKS.md
 	$(PY) -m tests.bench.eval_injection --write BENCHMARKS.md
+	$(PY) -m tests.bench.bench_stages --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_audit --write BENCHMARKS.md
 
 lint: install

@@ -41,7 +41,10 @@ class UntrustedStage:
         now = now_ms()
         origin = f"{call.action.full_name} (call {call.call_id})"
         seen = set()
-        for taint in [*extract_taint(raw), *extract_taint(cleaned.value)]:
+        found = extract_taint(raw)
+        if cleaned.value != raw:  # cleaning can join what hidden characters kept apart
+            found += extract_taint(cleaned.value)
+        for taint in found:
             if (taint.kind, taint.value) not in seen:
                 seen.add((taint.kind, taint.value))
                 self._store.add_taint(

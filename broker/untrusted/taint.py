@@ -66,6 +66,7 @@ _DATE = re.compile(
 )
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 _NON_DIGITS = re.compile(r"[^0-9]")
+_DIGIT = re.compile(r"[0-9]")
 _DIGIT_RUN = re.compile(r"[0-9](?:[ \-.()/]{0,2}+[0-9])*+")
 _NON_ALNUM = re.compile(r"[^A-Za-z0-9]")
 
@@ -126,24 +127,43 @@ def find_tainted(arguments: Any, tainted: Iterable[TaintedValue]) -> list[tuple[
 def _extract(text: str) -> list[tuple[str, str]]:
     values: list[tuple[str, str]] = []
     taken = _Spans()  # parts already explained by a more specific kind
+    # Each pattern needs a character (or a length) that most short fields (names, states,
+    # amounts) lack; looking for it first skips the pattern, the same answer for less work.
+    dotted, has_digit = "." in text, _DIGIT.search(text) is not None
 
     def free(match: re.Match[str]) -> bool:
         return taken.free(match.start(), match.end())
 
-    for match in islice(_URL.finditer(text), MAX_MATCHES):
+    urls = _URL.finditer(text) if dotted or ":" in text else ()  # "www." or "://"
+    for match in islice(urls, MAX_MATCHES):
         url = _trim_url(match.group())
         taken.add((match.start(), match.start() + len(url)))
         values.append(("url", _normal_url(url)))
         host = _host(url)
         if host:
             values.append(("host", host))
-    for match in islice(_EMAIL.finditer(text), MAX_MATCHES):
+    for match in islice(_EMAIL.finditer(text) if "@" in text else (), MAX_MATCHES):
         if free(match):
             taken.add(match.span())
             values.append(("email", match.group().lower()))
-    for match in islice(_DOMAIN.finditer(text), MAX_MATCHES):
+    for match in islice(_DOMAIN.finditer(text) if dotted else (), MAX_MATCHES):
         if free(match):
             values.append(("host", match.group().lower().removeprefix("www.")))
+    if has_digit:
+        _extract_numbers(text, taken, values)
+    for match in islice(_TOKEN.finditer(text) if len(text) >= 24 else (), MAX_MATCHES):
+        token = match.group().rstrip(".")
+        if taken.free(match.start(), match.end()) and _token_like(token):
+            values.append(("token", token[:512]))
+    return values
+
+
+def _extract_numbers(text: str, taken: _Spans, values: list[tuple[str, str]]) -> None:
+    """IBANs, phone numbers and account numbers: only in text with a digit."""
+
+    def free(match: re.Match[str]) -> bool:
+        return taken.free(match.start(), match.end())
+
     for start, end, iban in _ibans(text):
         if taken.free(start, end):
             taken.add((start, end))
@@ -159,11 +179,6 @@ def _extract(text: str) -> list[tuple[str, str]]:
     for match in islice(_ACCOUNT.finditer(text), MAX_MATCHES):
         if free(match) and not _DATE.fullmatch(match.group()):
             values.append(("account", _NON_DIGITS.sub("", match.group())))
-    for match in islice(_TOKEN.finditer(text), MAX_MATCHES):
-        token = match.group().rstrip(".")
-        if free(match) and _token_like(token):
-            values.append(("token", token[:512]))
-    return values
 
 
 class _Spans:
