@@ -25,7 +25,10 @@ Decisions worth knowing before changing anything here:
 * RLIMIT_NPROC is never enforced for host root, and a sandbox mapped to host root owns every
   root-owned file it can see. So when the broker runs as root, bwrap runs as ``SANDBOX_UID``
   (nobody), switched by util-linux ``setpriv`` (see ``_drop_root``). Paths bound into the
-  sandbox must then be readable (and, for read_write, writable) by that uid.
+  sandbox must then be readable (and, for read_write, writable) by that uid, and every folder
+  above them enterable: a checkout under /root (mode 0700) is not, and bwrap would only say
+  "Permission denied", so ``_unreachable`` names the folder first. (Handing bwrap 0.8 an open
+  descriptor instead, ``--ro-bind-fd``, fails the same way: it looks the path up again.)
 * RLIMIT_AS rather than RLIMIT_DATA: DATA misses shared anonymous mappings (``mmap`` with
   MAP_SHARED), which a tool could use to take memory without limit; AS bounds every mapping.
   It also counts reservations never touched (glibc reserves 64 MiB per malloc arena of a
@@ -54,6 +57,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -289,6 +293,30 @@ def _drop_root() -> list[str]:
     return [setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups", "--"]
 
 
+def _unreachable(spec: SandboxSpec) -> str | None:
+    """As root, the first folder above a bound path that SANDBOX_UID (no groups) may not
+    enter, said as an error with the fix; None when there is none or the broker is not root."""
+    if os.geteuid() != 0:
+        return None
+    for path in (*spec.read_only, *spec.read_write):
+        real = os.path.realpath(path)
+        parts = real.split("/")[1:-1]
+        for depth in range(len(parts) + 1):
+            folder = "/" + "/".join(parts[:depth])
+            try:
+                info = os.stat(folder)
+            except OSError:
+                break  # a missing path: bwrap's own error says so
+            if info.st_uid != SANDBOX_UID and not info.st_mode & stat.S_IXOTH:
+                return (
+                    f"the broker runs as root, so its sandboxes run as uid {SANDBOX_UID} "
+                    f"(nobody), which cannot reach {path}: {folder} is mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}. Let others through it "
+                    f"(chmod o+x {folder}) or keep the tool's files in another place"
+                )
+    return None
+
+
 async def run_sandboxed(
     argv: Sequence[str],
     spec: SandboxSpec,
@@ -313,6 +341,9 @@ async def run_sandboxed(
         limit = min(limit, deadline - time.monotonic())
     if limit <= 0:
         raise errors.UpstreamTimeout("the caller's deadline passed before the command started")
+    unreachable = _unreachable(spec)
+    if unreachable is not None:
+        raise errors.SandboxUnavailable(unreachable)
     bwrap_path = shutil.which(bwrap) or bwrap
     status_read, status_write = os.pipe()
     try:

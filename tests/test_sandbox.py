@@ -215,6 +215,29 @@ def test_host_files_outside_the_binds_cannot_be_read(host_dir: Path) -> None:
     assert bound["files"] == {str(secret): "the host's secret"}
 
 
+def test_a_bound_folder_under_a_private_one_is_named_with_the_fix(world_readable: Path) -> None:
+    # A checkout under /root (mode 0700) with a root broker: the sandbox's uid cannot walk
+    # there. bwrap alone says "Permission denied"; the broker names the folder and the fix.
+    private = world_readable / "root"
+    private.mkdir(mode=0o700)
+    docs = private / "docs"
+    docs.mkdir(mode=0o755)
+    (docs / "invoice.txt").write_text("INV-7 1,200.00")
+    (docs / "invoice.txt").chmod(0o644)
+    script = "import sys; print(open(sys.argv[1] + '/invoice.txt').read())"
+    spec = SandboxSpec(read_only=(str(docs),))
+
+    if os.geteuid() != 0:  # the sandbox runs as this user, who can walk there
+        assert python(script, spec, str(docs)).stdout.decode().strip() == "INV-7 1,200.00"
+        return
+    with pytest.raises(errors.SandboxUnavailable) as refused:
+        python(script, spec, str(docs))
+    assert f"cannot reach {docs}: {private} is mode 0700" in refused.value.message
+    assert f"chmod o+x {private}" in refused.value.message
+    private.chmod(0o701)  # the fix it names works
+    assert python(script, spec, str(docs)).stdout.decode().strip() == "INV-7 1,200.00"
+
+
 def test_read_only_binds_can_be_read_but_not_changed(host_dir: Path) -> None:
     document = host_dir / "doc.txt"
     document.write_text("original")
