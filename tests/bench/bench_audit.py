@@ -20,8 +20,7 @@ from broker.devmode import dev_key_path
 from broker.identity import AgentCredentials
 from broker.settings import load_settings
 from broker.store import AuditRow, Store
-from tests.bench.bench_call_path import write_section
-from tests.bench.harness import broker_process, example_upstream, machine, measure
+from tests.bench.harness import broker_process, example_upstream, machine, measure, publish
 
 QUERY = {"supplier": "ACME Paper"}
 
@@ -133,9 +132,7 @@ def main() -> None:
         f"records/s){'' if ok else '; IT FAILED'}",
     ]
     section = "\n".join(lines) + "\n"
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

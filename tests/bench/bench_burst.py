@@ -21,8 +21,7 @@ from broker.client import AsyncBrokerClient
 from broker.devmode import dev_key_path
 from broker.identity import AgentCredentials
 from broker.settings import load_settings
-from tests.bench.bench_call_path import write_section
-from tests.bench.harness import broker_process, example_upstream, machine
+from tests.bench.harness import broker_process, example_upstream, machine, publish
 
 BURST = 200
 LIMIT = 10
@@ -150,9 +149,7 @@ def main() -> None:
     refused = uvloop.run(run("0s", args.rounds))
     queued = uvloop.run(run("30s", 1))
     section = report(queued, refused, args.rounds)
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from tests.bench.harness import (
     machine,
     measure,
     median_sample,
+    publish,
 )
 
 QUERY = {"supplier": "ACME Paper"}
@@ -128,15 +129,6 @@ def report(results: dict[tuple[str, int], Sample], rounds: int, total: int) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the section with the same heading in BENCHMARKS.md, keeping the others."""
-    heading = section.splitlines()[0]
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `make bench`.\n"
-    parts = text.split("\n## ")
-    kept = [parts[0]] + [p for p in parts[1:] if "## " + p.splitlines()[0] != heading]
-    path.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + section)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -145,9 +137,7 @@ def main() -> None:
     args = parser.parse_args()
     results = uvloop.run(run(args.rounds, args.calls))
     section = report(results, args.rounds, args.calls)
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ from pathlib import Path
 from broker.manifest import HttpTool, ToolCatalog
 from broker.policy.evaluate import PolicySet
 from broker.policy.model import Policy
-from tests.bench.bench_call_path import write_section
-from tests.bench.harness import machine
+from tests.bench.harness import machine, publish
 
 ACTIONS = ("list", "get", "create", "update", "pay")
 SCHEMA = {"type": "object", "properties": {"id": {"type": "string"}, "amount": {"type": "string"}}}
@@ -126,9 +125,7 @@ def main() -> None:
         "microseconds, so the +-10% flatness is not met on this machine, the 20 us ceiling is.",
     ]
     section = "\n".join(lines) + "\n"
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,15 @@ import uvloop
 import broker.pipeline as pipeline
 from broker.client import AsyncBrokerClient
 from broker.errors import BrokerError
-from tests.bench.bench_call_path import QUERY, _key, write_section
-from tests.bench.harness import broker_process, cpu_seconds, example_upstream, machine, measure
+from tests.bench.bench_call_path import QUERY, _key
+from tests.bench.harness import (
+    broker_process,
+    cpu_seconds,
+    example_upstream,
+    machine,
+    measure,
+    publish,
+)
 
 # Each layer adds stages to the one before; the last is the broker as shipped.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
@@ -120,9 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     results = uvloop.run(run(args.rounds, args.calls))
     section = report(results, args.rounds, args.calls)
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

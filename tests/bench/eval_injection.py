@@ -29,8 +29,7 @@ from pathlib import Path
 
 from broker.untrusted import INJECTION_KINDS, Finding, clean_value
 from broker.untrusted.findings import HIDDEN_TEXT, TASK_REQUEST
-from tests.bench.bench_call_path import write_section
-from tests.bench.harness import machine
+from tests.bench.harness import machine, publish
 from tests.untrusted_samples import BENIGN_EMAILS, INJECTIONS
 
 CORPUS = Path("/work/shared/corpus/bipia")
@@ -308,9 +307,7 @@ def main() -> None:
     results = evaluate(emails, attacks)
     measure_speed(emails, results, args.runs)
     section = report(results, args.runs)
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(section, args.write)
 
 
 if __name__ == "__main__":

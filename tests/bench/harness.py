@@ -211,3 +211,18 @@ def machine() -> str:
         pass
     python = platform.python_version()
     return f"{os.cpu_count()} cores, {cpu}, Linux {platform.release()}, Python {python}"
+
+
+def publish(section: str, benchmarks: Path | None) -> None:
+    """Print a measured section and, given BENCHMARKS.md, replace the section with the same
+    heading there, keeping the others."""
+    print(section)
+    if benchmarks is None:
+        return
+    heading = section.splitlines()[0]
+    text = "# Benchmarks\n\nWritten by `make bench`.\n"
+    if benchmarks.exists():
+        text = benchmarks.read_text()
+    parts = text.split("\n## ")
+    kept = [parts[0]] + [p for p in parts[1:] if "## " + p.splitlines()[0] != heading]
+    benchmarks.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + section)
