@@ -78,7 +78,7 @@ def assert_none_survive(marker: str) -> None:
     # The kernel tears the pid namespace down right after bwrap dies; allow it a moment.
     give_up = time.monotonic() + 5
     while processes_with(marker) and time.monotonic() < give_up:
-        time.sleep(0.05)
+        time.sleep(0.05)  # bounded by give_up
     assert processes_with(marker) == []
 
 
@@ -86,7 +86,7 @@ async def wait_for_file(path: Path, within: float = 10) -> None:
     give_up = time.monotonic() + within
     while not await asyncio.to_thread(path.exists):
         assert time.monotonic() < give_up, f"{path} never appeared"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # polling; bounded by give_up
 
 
 def test_bubblewrap_works_on_this_machine() -> None:
@@ -367,7 +367,7 @@ def test_a_fork_bomb_is_held_to_max_processes() -> None:
             except OSError:
                 refused += 1
                 continue
-            if pid == 0:
+            if pid == 0:  # each child holds its process slot for a while
                 time.sleep(2)
                 os._exit(0)
             started += 1
@@ -390,7 +390,7 @@ def test_max_processes_is_counted_per_sandbox_not_per_uid() -> None:
                 pid = os.fork()
             except OSError:
                 break
-            if pid == 0:
+            if pid == 0:  # each child holds its process slot for a while
                 time.sleep(3)
                 os._exit(0)
             started += 1

@@ -92,7 +92,7 @@ async def run(queue: str, rounds: int) -> dict[str, object]:
                 key = AgentCredentials.load(dev_key_path(settings.data_dir, "burster"))
                 async with AsyncBrokerClient(target, key, broker_id=settings.broker_id) as c:
                     await c.call("burst.get", {"n": -1})  # warm the connection
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.2)  # the warm-up took a slot; let it refill
                     samples = []
                     for _ in range(rounds):
                         arrivals.clear()

@@ -7,14 +7,12 @@ broker's figures include sharing the cores with both.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import uvloop
 
 from broker.client import AsyncBrokerClient
 from broker.devmode import dev_key_path
@@ -28,7 +26,7 @@ from tests.bench.harness import (
     machine,
     measure,
     median_sample,
-    publish,
+    run_call_bench,
 )
 
 QUERY = {"supplier": "ACME Paper"}
@@ -130,14 +128,7 @@ def report(results: dict[tuple[str, int], Sample], rounds: int, total: int) -> s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=4000, help="calls per run at concurrency 16")
-    parser.add_argument("--write", type=Path, help="update this BENCHMARKS.md")
-    args = parser.parse_args()
-    results = uvloop.run(run(args.rounds, args.calls))
-    section = report(results, args.rounds, args.calls)
-    publish(section, args.write)
+    run_call_bench(__doc__, run, report, rounds=5, calls=4000)
 
 
 if __name__ == "__main__":

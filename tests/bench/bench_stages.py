@@ -5,14 +5,11 @@ is CPU-bound and its throughput is about one second divided by it)."""
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import statistics
 import tempfile
 from contextlib import ExitStack, suppress
 from pathlib import Path
-
-import uvloop
 
 import broker.pipeline as pipeline
 from broker.client import AsyncBrokerClient
@@ -24,7 +21,7 @@ from tests.bench.harness import (
     example_upstream,
     machine,
     measure,
-    publish,
+    run_call_bench,
 )
 
 # Each layer adds stages to the one before; the last is the broker as shipped.
@@ -120,14 +117,7 @@ def report(results: list[dict[str, float]], rounds: int, total: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=3000, help="calls per run at concurrency 16")
-    parser.add_argument("--write", type=Path, help="update this BENCHMARKS.md")
-    args = parser.parse_args()
-    results = uvloop.run(run(args.rounds, args.calls))
-    section = report(results, args.rounds, args.calls)
-    publish(section, args.write)
+    run_call_bench(__doc__, run, report, rounds=3, calls=3000)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ and measure a coroutine factory at a given concurrency."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import platform
@@ -13,13 +14,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
+import uvloop
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -41,7 +43,7 @@ def wait_port(port: int, seconds: float = 20.0) -> None:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # not listening yet; bounded by the deadline
     raise RuntimeError(f"nothing listens on {port}")
 
 
@@ -54,7 +56,7 @@ def wait_healthy(target: str, seconds: float = 20.0) -> None:
                 stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 return
             except grpc.RpcError:
-                time.sleep(0.1)
+                time.sleep(0.1)  # still starting; bounded by the deadline
     raise RuntimeError(f"broker at {target} did not become healthy")
 
 
@@ -226,3 +228,25 @@ def publish(section: str, benchmarks: Path | None) -> None:
     parts = text.split("\n## ")
     kept = [parts[0]] + [p for p in parts[1:] if "## " + p.splitlines()[0] != heading]
     benchmarks.write_text("\n## ".join(kept).rstrip("\n") + "\n\n" + section)
+
+
+R = TypeVar("R")
+
+
+def run_call_bench(
+    doc: str,
+    run: Callable[[int, int], Coroutine[Any, Any, R]],
+    report: Callable[[R, int, int], str],
+    *,
+    rounds: int,
+    calls: int,
+) -> None:
+    """The command line of a call benchmark: ``--rounds``, ``--calls`` (at concurrency 16) and
+    ``--write BENCHMARKS.md``; runs ``run(rounds, calls)`` on uvloop and publishes its report."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--calls", type=int, default=calls, help="calls per run at concurrency 16")
+    parser.add_argument("--write", type=Path, help="update this BENCHMARKS.md")
+    args = parser.parse_args()
+    results = uvloop.run(run(args.rounds, args.calls))
+    publish(report(results, args.rounds, args.calls), args.write)
