@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.errors import ConfigError
 from broker.identity import AgentCredentials
-from broker.store import AUDIT_COLUMNS, record_hash
+from broker.store import AUDIT_COLUMNS, audit_database, record_hash
 
 AUDIT_AGENT = "broker-audit"
 
@@ -179,7 +179,7 @@ def verify(
 def prune(database: Path, before_ms: int, signer: Signer) -> tuple[int, Checkpoint | None]:
     """Remove records older than ``before_ms``, leaving a signed checkpoint (an anchor) at the
     last one removed, so the rest still verifies; (records removed, the anchor)."""
-    conn = sqlite3.connect(database, isolation_level=None, timeout=30)
+    conn = sqlite3.connect(audit_database(database), isolation_level=None, timeout=30)
     try:
         conn.execute("BEGIN IMMEDIATE")
         cut = conn.execute(
@@ -217,8 +217,10 @@ def _rows(database: Path, from_seq: int) -> Iterator[tuple[object, ...]]:
 
 
 class _connect:
+    """A read-only connection to the audit database beside ``database``."""
+
     def __init__(self, database: Path) -> None:
-        self.database = database
+        self.database = audit_database(database)
 
     def __enter__(self) -> sqlite3.Connection:
         if not self.database.exists():

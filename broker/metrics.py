@@ -54,6 +54,8 @@ class Metrics:
         self.pending = Gauge(
             "toolbroker_pending_approvals", "Calls waiting for a human.", registry=self.registry
         )
+        self._counters: dict[tuple[str, ...], Counter] = {}
+        self._latencies: dict[str, Histogram] = {}
         self.budget = Gauge(
             "toolbroker_budget_used_ratio",
             "Share of each budget used in its current period.",
@@ -63,10 +65,15 @@ class Metrics:
 
     def observe(self, row: AuditRow) -> None:
         """Count a request's final audit record."""
-        self.calls.labels(
-            row.rpc, row.agent or "-", row.tool or "-", row.decision, row.reason or "-"
-        ).inc()
-        self.latency.labels(row.rpc).observe(row.latency_us / 1e6)
+        key = (row.rpc, row.agent or "-", row.tool or "-", row.decision, row.reason or "-")
+        counter = self._counters.get(key)
+        if counter is None:  # labels() validates and locks: once per label set, not per call
+            counter = self._counters[key] = self.calls.labels(*key)
+        counter.inc()
+        latency = self._latencies.get(row.rpc)
+        if latency is None:
+            latency = self._latencies[row.rpc] = self.latency.labels(row.rpc)
+        latency.observe(row.latency_us / 1e6)
         if row.upstream_status is not None:
             self.upstream.labels(row.tool.split(".", 1)[0], str(row.upstream_status)).inc()
         if row.reason in _RATE_REASONS:

@@ -29,7 +29,7 @@ from broker.approvals.notify import CliNotifier
 from broker.approvals.service import Approvals, Freezes, Notifier
 from broker.approvals.slack import SlackInteractions, SlackNotifier
 from broker.approvals.socket_mode import SlackSocketMode
-from broker.audit import Signer, audit_key
+from broker.audit import audit_key, audit_key_path
 from broker.http_side import HttpSide
 from broker.identity import KeyRegistry, ReplayGuard, now_ms
 from broker.limits.budgets import Budgets
@@ -152,11 +152,12 @@ class Broker:
         self.snapshot = load_snapshot(self.settings)
         master_key = load_master_key(self.settings, self._env)
         admin = admin_keys(self.settings)
+        audit_key(self.settings.data_dir)  # made on first start
         try:
-            self._store.open()
+            self._store.open(audit_key=audit_key_path(self.settings.data_dir))
+            await self._store.start_audit_writer()
         except StoreError as exc:
             raise errors.ConfigError(str(self.settings.database), str(exc)) from None
-        self._store.signer = Signer(audit_key(self.settings.data_dir))
         self._vault = Vault(self._store, SecretBox(master_key) if master_key else None)
         if master_key is None:
             log.warning(

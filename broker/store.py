@@ -1,10 +1,14 @@
-"""All SQL in one place: the embedded SQLite database, written with group commit.
+"""All SQL in one place: the embedded SQLite databases, written with group commit.
 
-Writers on the event loop add rows (or small jobs) to a pending list and await them. One flush
-at a time writes everything pending in one transaction and commits it; then, with durability
-``fsync`` (the default), a helper thread fsyncs the write-ahead log, and only then are the
-waiting futures resolved. So an ``await store.append_audit(...)`` that returns means the row is
-on disk, and under load one fsync covers many calls.
+``broker.db`` holds the broker's state (calls, freezes, budgets, taint, secrets);
+``audit.db`` beside it holds the audit trail, written by a process of its own
+(``broker.audit_writer``, reached through ``broker.audit_pipe``), so the event loop does no
+SQL, hashing or fsync for it.
+
+For ``broker.db``, writers on the event loop add rows (or small jobs) to a pending list and
+await them. One flush at a time writes everything pending in one transaction and commits it;
+then, with durability ``fsync`` (the default), a helper thread fsyncs the write-ahead log, and
+only then are the waiting futures resolved. Under load one fsync covers many writes.
 
 Why this shape, measured (BENCHMARKS.md): handing every transaction to a writer thread cost
 about 400 us a call at concurrency 1, mostly thread wake-ups, not the disk. The transaction
@@ -30,19 +34,23 @@ import json
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+
+if TYPE_CHECKING:
+    from broker.audit_pipe import AuditPipe
 
 T = TypeVar("T")
 Durability = Literal["fsync", "process"]
-BUSY_TIMEOUT_S = 0.2  # writes run on the event loop: a locked database must fail fast
+# Writes run on the event loop, and a call waits for its audit record: a locked database must
+# fail fast (the caller gets AUDIT_UNAVAILABLE), not hold everything up.
+BUSY_TIMEOUT_S = 0.2
 # Copy the log into the database every this many commits: SQLite's default is every 1,000
-# pages, and a commit here writes about five (an audit row and its indexes).
+# pages, and a commit here writes a few.
 WAL_CHECKPOINT_COMMITS = 200
 
 log = logging.getLogger(__name__)
@@ -166,16 +174,41 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     """,
     lambda conn: _chain_existing(conn),
+    # 9: the audit trail moves to audit.db, written by the audit writer process
+    lambda conn: _move_audit_out(conn),
 ]
+
+# audit.db: the audit trail (its own file, so its writer never waits for the broker's lock),
+# built by the same steps that once built it in broker.db: the same columns in the same order
+AUDIT_MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
+    MIGRATIONS[0],  # the audit table and its indexes
+    MIGRATIONS[1],  # arguments
+    MIGRATIONS[6],  # the chain's columns, the task index and the checkpoints
+]
+
+
+def audit_database(database: Path) -> Path:
+    """Where the audit trail of the broker database ``database`` lives (``audit.db`` beside
+    it); given the audit database itself, the same path."""
+    return database.with_name("audit.db")
+
+
+def prepare_audit_database(database: Path) -> None:
+    """Create or migrate the audit database (the broker does this at start)."""
+    conn = connect(audit_database(database))
+    try:
+        migrate(conn, AUDIT_MIGRATIONS)
+    finally:
+        conn.close()
 
 
 class StoreError(Exception):
     """The database could not do what was asked (locked, read-only, full, corrupt)."""
 
 
-@dataclass(frozen=True)
-class AuditRow:
-    """One audit record as stored."""
+class AuditRow(NamedTuple):
+    """One audit record as stored: a tuple in the table's column order, because one is built
+    for every step of every request and sent to the audit writer as it is."""
 
     ts_ms: int
     call_id: str
@@ -203,28 +236,18 @@ class AuditRow:
     hash: str = ""  # given by the store: SHA-256 over this record, prev_hash included
 
 
-_AUDIT_COLUMNS = tuple(AuditRow.__dataclass_fields__)
+_AUDIT_COLUMNS = AuditRow._fields
 AUDIT_COLUMNS = _AUDIT_COLUMNS  # the table's order: what record_hash covers, hash last
-_CHAINED = _AUDIT_COLUMNS[: _AUDIT_COLUMNS.index("seq")]  # what the writer supplies
-# The column names are constants and every value is bound: no injection path.
-_INSERT_AUDIT = (
-    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
-)
+_CHAINED = len(_AUDIT_COLUMNS) - 3  # the broker supplies all but seq, prev_hash and hash
 
 
-_INSERT_CHECKPOINT = (
-    "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, ts_ms, kind, key_id, signature) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-CHECKPOINT_EVERY = 1000  # records; and at least every checkpoint_interval (settings)
+_CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once: cheaper
 
 
 def record_hash(values: Sequence[Any]) -> str:
     """SHA-256 (hex) over a record's canonical encoding: every column but ``hash`` itself, in
     the table's order (seq and prev_hash included), as compact JSON."""
-    encoded = json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(encoded.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(list(values)).encode()).hexdigest()
 
 
 def _chain_existing(conn: sqlite3.Connection) -> None:
@@ -239,6 +262,36 @@ def _chain_existing(conn: sqlite3.Connection) -> None:
             (previous, digest, row[_AUDIT_COLUMNS.index("seq")]),
         )
         previous = digest
+
+
+def _move_audit_out(conn: sqlite3.Connection) -> None:
+    """Migration 9: copy the audit trail (records and checkpoints, hashes as they are) into
+    audit.db and drop it here. Run again after a crash half way, it copies nothing twice."""
+    files = [row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"]
+    if files and files[0]:
+        target = audit_database(Path(files[0]))
+        prepare_audit_database(target)
+        destination = connect(target)
+        try:
+            destination.execute("BEGIN IMMEDIATE")
+            for table, columns in (
+                ("audit", _AUDIT_COLUMNS),
+                ("audit_checkpoints", ("seq", "head_hash", "ts_ms", "kind", "key_id", "signature")),
+            ):
+                names = ", ".join(columns)
+                marks = ", ".join("?" * len(columns))
+                cursor = conn.execute(f"SELECT {names} FROM {table} ORDER BY seq")  # noqa: S608
+                while chunk := cursor.fetchmany(10_000):
+                    destination.executemany(
+                        f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({marks})",  # noqa: S608
+                        chunk,
+                    )
+            destination.execute("COMMIT")
+        finally:
+            _rollback(destination)
+            destination.close()
+    conn.execute("DROP TABLE audit")
+    conn.execute("DROP TABLE audit_checkpoints")
 
 
 @dataclass(frozen=True)
@@ -312,42 +365,50 @@ class Store:
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[_Pending] = []
         self._flush: asyncio.Task[None] | None = None
-        self._wal: _WalSync | None = None
+        self._wal: WalSync | None = None
         self._checkpointer: _Checkpointer | None = None
         self._commits_since_wal_checkpoint = 0
-        self._head_seq, self._head_hash = 0, ""
-        self._since_checkpoint = 0
-        self._last_checkpoint_ms = 0
-        # signs (seq, head hash, time) for checkpoints: (key id, base64 signature)
-        self.signer: Callable[[int, str, int], tuple[str, str]] | None = None
+        self._audit: AuditPipe | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def open(self) -> None:
-        """Open (creating and migrating if needed) and start the writer thread."""
+    def open(self, audit_key: Path | None = None) -> None:
+        """Open (creating and migrating if needed) both databases and start the helper
+        thread; the audit writer starts with the first record. ``audit_key``: the key file
+        that signs the audit chain's checkpoints (none: no checkpoints)."""
+        from broker.audit_pipe import AuditPipe  # it builds on this module
+
         try:
             self._conn = connect(self.path, busy_timeout=BUSY_TIMEOUT_S)
             migrate(self._conn)
             self._conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job
-            last = self._conn.execute(
-                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            signed = self._conn.execute(
-                "SELECT seq, ts_ms FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from None
-        self._head_seq, self._head_hash = (int(last[0]), str(last[1])) if last else (0, "")
-        self._since_checkpoint = self._head_seq - (int(signed[0]) if signed else 0)
-        self._last_checkpoint_ms = int(signed[1]) if signed else int(time.time() * 1000)
+        audit = audit_database(self.path)
+        try:
+            prepare_audit_database(audit)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the audit database {audit}: {exc}") from None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-fsync")
-        self._wal = _WalSync(Path(f"{self.path}-wal"))
+        self._wal = WalSync(Path(f"{self.path}-wal"))
         self._checkpointer = _Checkpointer(self.path)
+        self._audit = AuditPipe(audit, self._durability, audit_key)
+
+    async def start_audit_writer(self) -> None:
+        """Start the audit writer before the first record needs it (optional: the first record
+        starts it otherwise)."""
+        if self._audit is None:
+            raise StoreError("the database is closed")
+        await self._audit.start()
 
     async def close(self) -> None:
-        """Let pending writes commit, then stop the writer thread and close the connection."""
+        """Let pending writes commit, then stop the audit writer, the helper thread and the
+        connection."""
         if self._flush is not None:
             await asyncio.shield(self._flush)
+        if self._audit is not None:
+            await self._audit.close()
+            self._audit = None
         if self._executor is not None:
             if self._checkpointer is not None:
                 self._executor.submit(self._checkpointer.close).result()
@@ -408,72 +469,45 @@ class Store:
     def _write(self, batch: list[_Pending]) -> list[tuple[bool, Any]]:
         conn = self._conn
         assert conn is not None
-        head = (self._head_seq, self._head_hash, self._since_checkpoint)
-        batch = [self._chain(item) if item.sql is _INSERT_AUDIT else item for item in batch]
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for key, group in groupby(batch, key=lambda item: item.sql or id(item)):
                 items = list(group)
-                if key is _INSERT_AUDIT:  # a chain cannot skip a link: all or nothing
-                    conn.executemany(_INSERT_AUDIT, [item.values for item in items])
-                    outcomes.extend([(True, None)] * len(items))
-                    continue
                 outcomes.extend(
                     _write_group(conn, items)
                     if isinstance(key, str)
                     else [_run_job(conn, items[0])]
                 )
-            if self._since_checkpoint >= CHECKPOINT_EVERY:
-                self._checkpoint(conn, "periodic")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
-            self._head_seq, self._head_hash, self._since_checkpoint = head
             return [(False, StoreError(f"database write failed: {exc}"))] * len(batch)
         return outcomes
-
-    def _chain(self, item: _Pending) -> _Pending:
-        """Give an audit record its place in the chain: seq, prev_hash and its own hash."""
-        seq = self._head_seq + 1
-        values = [*item.values, seq, self._head_hash]
-        digest = record_hash(values)
-        self._head_seq, self._head_hash = seq, digest
-        self._since_checkpoint += 1
-        return _Pending(
-            item.future, sql=item.sql, values=(*values, digest), committed_only=item.committed_only
-        )
-
-    def _checkpoint(self, conn: sqlite3.Connection, kind: str) -> None:
-        """Sign the chain's head (inside the current transaction)."""
-        if self.signer is None or self._head_seq == 0:
-            return
-        now = int(time.time() * 1000)
-        key_id, signature = self.signer(self._head_seq, self._head_hash, now)
-        conn.execute(
-            _INSERT_CHECKPOINT, (self._head_seq, self._head_hash, now, kind, key_id, signature)
-        )
-        self._since_checkpoint = 0
-        self._last_checkpoint_ms = now
-
-    async def checkpoint_if_due(self, interval_s: float) -> None:
-        """A checkpoint when records came in since the last one and ``interval_s`` passed."""
-        now = int(time.time() * 1000)
-        if self._since_checkpoint and now - self._last_checkpoint_ms >= interval_s * 1000:
-            await self.run(lambda conn: self._checkpoint(conn, "periodic"))
 
     # -- audit -------------------------------------------------------------------------------
 
     async def append_audit(self, row: AuditRow, *, durable: bool = True) -> None:
-        """Append one audit record to the chain; returns when it is durable, or with
-        ``durable=False`` once it is committed (what can fail, a full disk, a read-only or
-        locked database, fails by then; the fsync follows with the next durable record)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        values = tuple(getattr(row, name) for name in _CHAINED)
-        self._enqueue(
-            _Pending(future, sql=_INSERT_AUDIT, values=values, committed_only=not durable)
-        )
-        await future
+        """Append one audit record to the chain (the audit writer gives it its place); returns
+        when it is durable, or with ``durable=False`` once it is committed (what can fail, a
+        full disk, a read-only or locked database, fails by then; the fsync follows with the
+        next durable record). Writes to this database still pending (budget use, taint: nobody
+        waits for them) are committed first, so they too are kept before the call goes on."""
+        if self._audit is None:
+            raise StoreError("the database is closed")
+        record = self._audit.append(row[:_CHAINED], durable=durable)
+        if self._pending or self._flush is not None:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._enqueue(_Pending(future, work=_nothing, committed_only=not durable))
+            await future  # a failed batch fails the call; the record goes on alone
+        await record
+
+    async def checkpoint_if_due(self, interval_s: float) -> None:
+        """A signed checkpoint when records came in since the last one and ``interval_s``
+        passed (the audit writer knows both)."""
+        if self._audit is None:
+            raise StoreError("the database is closed")
+        await self._audit.checkpoint_if_due(interval_s)
 
     # -- calls and freezes ------------------------------------------------------------------
 
@@ -605,14 +639,13 @@ class Store:
     def loop_history(self, since_ms: int) -> list[tuple[int, str, str, str, str, str]]:
         """(ts_ms, agent, tool, args_digest, decision, reason) of calls since ``since_ms``,
         from the audit table: the loop detector's memory after a restart."""
-        return self.read(
-            lambda c: c.execute(
+        with _reader(audit_database(self.path)) as conn:
+            return conn.execute(
                 "SELECT ts_ms, agent, tool, args_digest, decision, reason FROM audit "
                 "WHERE ts_ms >= ? AND rpc = 'call' AND agent != '' "
                 "AND event NOT IN ('decided', 'replayed') ORDER BY seq",
                 (since_ms,),
             ).fetchall()
-        )
 
     # -- taint ---------------------------------------------------------------------------------
 
@@ -651,7 +684,7 @@ class Store:
 
     def recent_nonces(self, since_ms: int) -> dict[str, int]:
         """Accepted nonces recorded at or after ``since_ms``, with when they were recorded."""
-        with _reader(self.path) as conn:
+        with _reader(audit_database(self.path)) as conn:
             rows = conn.execute(
                 "SELECT nonce, ts_ms FROM audit WHERE ts_ms >= ? AND nonce != ''", (since_ms,)
             )
@@ -765,7 +798,7 @@ def read_audit(
         where, params = "WHERE call_id = ?", (call_id,)
     elif since_ms is not None:
         where, params = "WHERE ts_ms >= ?", (since_ms,)
-    with _reader(path) as conn:
+    with _reader(audit_database(path)) as conn:
         rows = conn.execute(_SELECT_AUDIT + where + " ORDER BY seq", params)
         return [AuditRow(*row) for row in rows.fetchall()]
 
@@ -807,7 +840,7 @@ def query_audit(
     sql = _SELECT_AUDIT + "WHERE " + " AND ".join(clauses) + order
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    with _reader(path) as conn:
+    with _reader(audit_database(path)) as conn:
         rows = [AuditRow(*row) for row in conn.execute(sql, params).fetchall()]
     return rows[::-1] if newest else rows
 
@@ -822,10 +855,14 @@ def connect(path: Path, *, busy_timeout: float = 5.0) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema up to date, one numbered step at a time."""
+def migrate(
+    conn: sqlite3.Connection,
+    steps: list[str | Callable[[sqlite3.Connection], None]] | None = None,
+) -> None:
+    """Bring the schema up to date, one numbered step at a time (``steps``: MIGRATIONS, the
+    broker database's, unless told otherwise)."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+    for number, script in enumerate((steps or MIGRATIONS)[version:], start=version + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
             if callable(script):
@@ -857,7 +894,7 @@ class _reader:
         self.conn.close()
 
 
-class _WalSync:
+class WalSync:
     """fsyncs the write-ahead log file (and, when it is new, its folder) from a helper thread."""
 
     def __init__(self, path: Path) -> None:
@@ -947,3 +984,7 @@ def _run_job(conn: sqlite3.Connection, item: _Pending) -> tuple[bool, Any]:
 def _rollback(conn: sqlite3.Connection) -> None:
     with contextlib.suppress(sqlite3.Error):  # no transaction was open: nothing to undo
         conn.execute("ROLLBACK")
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A job that writes nothing: awaiting it awaits the commit of what was queued before."""

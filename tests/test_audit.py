@@ -18,11 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker import errors
+from broker.audit import Signer, prune
+from broker.audit import verify as audit_verify
+from broker.audit_writer import WAL_CHECKPOINT_COMMITS
 from broker.cli import main
 from broker.client import ApprovalPending, ToolError
-from broker.store import WAL_CHECKPOINT_COMMITS, AuditRow, Store, read_audit
+from broker.identity import AgentCredentials
+from broker.store import (
+    AUDIT_COLUMNS,
+    MIGRATIONS,
+    AuditRow,
+    Store,
+    audit_database,
+    migrate,
+    read_audit,
+    record_hash,
+)
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
@@ -70,7 +84,7 @@ def verify(ws: Workspace, capsys: pytest.CaptureFixture[str], *extra: str) -> tu
 
 
 def tamper(ws: Workspace, *statements: str) -> None:
-    conn = sqlite3.connect(ws.database, isolation_level=None)
+    conn = sqlite3.connect(audit_database(ws.database), isolation_level=None)
     try:
         for statement in statements:
             conn.execute(statement)
@@ -347,7 +361,8 @@ def test_no_call_runs_when_the_database_turns_read_only(
     if os.geteuid() != 0:
         pytest.skip("chattr +i needs root (CI runs as root)")
     agent = _agent(ws)
-    files = [str(ws.database), f"{ws.database}-wal"]
+    trail = audit_database(ws.database)
+    files = [str(trail), f"{trail}-wal"]
     with ws.broker() as broker, broker.client(agent) as client:
         assert client.call("invoices.list", {}).state == "DONE"
         # root ignores file modes; the immutable flag stops even root's open descriptors
@@ -360,17 +375,37 @@ def test_no_call_runs_when_the_database_turns_read_only(
 
 
 def test_the_database_log_stays_bounded_and_every_record_stays(tmp_path: Path) -> None:
-    # SQLite's own checkpoints are off (they stall the event loop); the store's helper thread
+    # SQLite's own checkpoints are off (they would run inside a commit); the audit writer
     # must keep the write-ahead log from growing with every commit (~20 KB each).
     path = tmp_path / "broker.db"
+    log = f"{audit_database(path)}-wal"
     commits = 12 * WAL_CHECKPOINT_COMMITS
-    row = AuditRow(
-        ts_ms=1,
-        call_id="c1",
+    row = _record(1)
+
+    async def write() -> int:
+        store = Store(path, durability="process")
+        store.open()
+        largest = 0
+        for _ in range(commits):  # one commit each: the worst case for the log
+            await store.append_audit(row)
+            largest = max(largest, os.stat(log).st_size)
+        await store.close()
+        return largest
+
+    largest = asyncio.run(write())
+
+    assert largest < commits * 20_000 / 4  # without checkpoints it reaches ~48 MB
+    assert len(read_audit(path)) == commits
+
+
+def _record(n: int) -> AuditRow:
+    return AuditRow(
+        ts_ms=1_700_000_000_000 + n,
+        call_id=f"c{n}",
         rpc="call",
         agent="a",
         key_id="k",
-        nonce="n",
+        nonce=f"n{n}",
         tool="t.x",
         task_id="",
         intent="",
@@ -385,18 +420,76 @@ def test_the_database_log_stays_bounded_and_every_record_stays(tmp_path: Path) -
         event="executed",
     )
 
-    async def write() -> int:
+
+def _append(path: Path, rows: list[AuditRow], key: Path | None = None) -> None:
+    async def write() -> None:
         store = Store(path, durability="process")
-        store.open()
-        largest = 0
-        for _ in range(commits):  # one commit each: the worst case for the log
+        store.open(audit_key=key)
+        for row in rows:
             await store.append_audit(row)
-            largest = max(largest, os.stat(f"{path}-wal").st_size)
         await store.close()
-        return largest
 
-    largest = asyncio.run(write())
+    asyncio.run(write())
 
-    assert largest < commits * 20_000 / 4  # without checkpoints it reaches ~48 MB
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT count(*) FROM audit").fetchone() == (commits,)
+
+def test_an_older_database_hands_its_trail_to_the_audit_database(tmp_path: Path) -> None:
+    # before the audit writer, the chain lived in broker.db: it moves, hashes and all
+    path = tmp_path / "broker.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, MIGRATIONS[:8])
+    previous = ""
+    for seq in (1, 2, 3):
+        values = (*_record(seq)[:-3], seq, previous)
+        previous = record_hash(values)
+        conn.execute(
+            f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})",
+            (*values, previous),
+        )
+    conn.close()
+
+    _append(path, [_record(4)])
+
+    assert [r.call_id for r in read_audit(path)] == ["c1", "c2", "c3", "c4"]
+    with sqlite3.connect(path) as old:
+        tables = {name for (name,) in old.execute("SELECT name FROM sqlite_master")}
+    assert "audit" not in tables
+    key = Ed25519PrivateKey.generate().public_key()
+    assert audit_verify(path, key).ok  # c4 follows c3 across the move
+
+
+def test_a_chain_pruned_to_nothing_goes_on_from_its_anchor(tmp_path: Path) -> None:
+    path = tmp_path / "broker.db"
+    key_file = tmp_path / "audit.key"
+    key = AgentCredentials.generate("broker-audit")
+    key.save(key_file)
+    _append(path, [_record(n) for n in (1, 2, 3)], key_file)
+    removed, anchor = prune(path, 1_800_000_000_000, Signer(key))
+    assert (removed, anchor and anchor.seq) == (3, 3)
+
+    _append(path, [_record(4)], key_file)  # a new writer, an empty table
+
+    assert [r.seq for r in read_audit(path)] == [4]
+    assert audit_verify(path, key.private_key.public_key()).ok
+
+
+def test_a_writer_that_dies_is_replaced_and_no_answer_leaves_unrecorded(
+    ws: Workspace, upstream: FakeUpstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = ws.agent("reader", grants=["invoices.list"], limits=NO_LOOPS)
+    writer = f"broker.audit_writer --database {audit_database(ws.database)}"
+    answered, refused = [], 0
+    with ws.broker() as broker, broker.client(agent) as client:
+        answered.append(client.call("invoices.list", {}).call_id)
+        subprocess.run(["pkill", "-KILL", "-f", writer], check=True)
+        for n in range(50):  # bounded: a new writer starts with the next record
+            try:
+                answered.append(client.call("invoices.list", {"supplier": f"s{n}"}).call_id)
+            except errors.AuditUnavailable:
+                refused += 1
+            if len(answered) > 3:
+                break
+    assert len(answered) > 3, f"{refused} calls refused, the writer never came back"
+    recorded = {r.call_id for r in read_audit(ws.database) if r.event == "executed"}
+    assert set(answered) <= recorded
+    assert verify(ws, capsys)[0] == 0

@@ -11,7 +11,7 @@ import pytest
 from broker import errors
 from broker.client import AsyncBrokerClient, BrokerClient, ToolError
 from broker.identity import AgentCredentials
-from broker.store import read_audit
+from broker.store import audit_database, read_audit
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
 
 
@@ -250,8 +250,8 @@ def test_no_answer_leaves_without_its_audit_row(
 ) -> None:
     import sqlite3
 
-    blocker = sqlite3.connect(ws.database, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    blocker = sqlite3.connect(audit_database(ws.database), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the audit database
     try:
         with pytest.raises(errors.AuditUnavailable, match="answer is withheld") as failed:
             client.call("invoices.list", {})

@@ -10,7 +10,7 @@ import pytest
 
 from broker.cli import main
 from broker.report import daily, render
-from broker.store import AuditRow, Store
+from broker.store import AuditRow, Store, audit_database
 from broker.testing import Workspace
 
 DAY = date(2026, 11, 20)
@@ -203,6 +203,7 @@ def test_the_command_with_budgets_from_the_policies(
     ws.settings()
     (ws.root / "data").mkdir()
     database.rename(ws.database)
+    audit_database(database).rename(audit_database(ws.database))  # the trail lives beside it
     code = main(
         ["report", "daily", "--config", str(ws.root / "broker.yaml"), "--date", "2026-11-20"]
     )

@@ -88,13 +88,13 @@ def test_the_secret_reaches_the_upstream_header_and_nowhere_else(
     assert upstream.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     everything = result.result_json + failed.value.result.result_json + caplog.text
     for row in read_audit(keyed.database):
-        everything += json.dumps(row.__dict__)
+        everything += json.dumps(row._asdict())
     for form in forms(SECRET):
         assert form not in everything
     assert "[REDACTED:vault-key]" in result.result_json
     assert json.loads(result.result_json)["header"] == "Bearer [REDACTED:vault-key]"
     assert "[REDACTED:vault-key]" in failed.value.result.result_json
-    raw = b"".join(p.read_bytes() for p in keyed.database.parent.glob("broker.db*"))
+    raw = b"".join(p.read_bytes() for p in keyed.database.parent.glob("*.db*"))  # audit.db too
     for form in forms(SECRET):
         assert form.encode() not in raw, f"{form} is in the database file"
     detail = json.loads(read_audit(keyed.database, result.call_id)[-1].detail)

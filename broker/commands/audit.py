@@ -140,7 +140,7 @@ def _rows(args: argparse.Namespace, **extra: Any) -> list[AuditRow]:
 
 def record_json(row: AuditRow) -> str:
     """One record as a JSON line (its detail parsed, its time readable)."""
-    data = asdict(row)
+    data = row._asdict()
     data["time"] = _iso(row.ts_ms)
     data["detail"] = json.loads(row.detail) if row.detail else {}
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

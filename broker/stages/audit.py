@@ -25,6 +25,7 @@ from broker.v1 import broker_pb2 as pb
 log = logging.getLogger(__name__)
 calls_log = logging.getLogger("broker.calls")  # one JSON line per request
 MAX_ARGUMENTS = 64 * 1024  # recorded as sent up to this size; the digest is always kept
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
 
 _DECISION: dict[int, str] = {
     pb.CallResult.DONE: "done",
@@ -107,7 +108,7 @@ def audit_row(
             {"slot": c.slot, "secret": c.secret.name, "fingerprint": c.secret.fingerprint}
             for c in call.credentials
         ]
-    result = outcome.result_json if outcome else ""
+    result = outcome.result_json.encode() if outcome else b""
     return AuditRow(
         ts_ms=time.time_ns() // 1_000_000,
         call_id=outcome.call_id if outcome and outcome.call_id else call.call_id,
@@ -124,12 +125,12 @@ def audit_row(
         upstream_status=(outcome.upstream_status or None) if outcome else None,
         latency_us=(time.perf_counter_ns() - call.started_ns) // 1000,
         policy_hash=call.snapshot.policies.digest,
-        detail=json.dumps(detail, separators=(",", ":")),
+        detail=_COMPACT.encode(detail) if detail else "{}",
         arguments=request.arguments_json if len(request.arguments_json) <= MAX_ARGUMENTS else "",
         event=event,
         cost=call.action.spec.cost if event == "decided" and call.action else 0,
-        result_digest=hashlib.sha256(result.encode()).hexdigest() if result else "",
-        result_size=len(result.encode()),
+        result_digest=hashlib.sha256(result).hexdigest() if result else "",
+        result_size=len(result),
     )
 
 
@@ -167,14 +168,14 @@ def event_row(
         upstream_status=None,
         latency_us=0,
         policy_hash=policy_hash,
-        detail=json.dumps(facts, separators=(",", ":")),
+        detail=_COMPACT.encode(facts),
         event=event,
     )
 
 
 def log_line(row: AuditRow) -> str:
     """The JSON line logged for a record."""
-    return json.dumps(
+    return _COMPACT.encode(
         {
             "call_id": row.call_id,
             "event": row.event,
@@ -186,8 +187,7 @@ def log_line(row: AuditRow) -> str:
             "reason": row.reason,
             "upstream_status": row.upstream_status,
             "latency_ms": round(row.latency_us / 1000, 3),
-        },
-        separators=(",", ":"),
+        }
     )
 
 

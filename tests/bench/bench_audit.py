@@ -14,7 +14,7 @@ from pathlib import Path
 import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.audit import Signer, verify
+from broker.audit import verify
 from broker.client import AsyncBrokerClient
 from broker.devmode import dev_key_path
 from broker.identity import AgentCredentials
@@ -58,8 +58,8 @@ async def throughput(rounds: int, total: int) -> dict[str, list[float]]:
 async def fill(path: Path, records: int, key: AgentCredentials) -> float:
     """Write ``records`` audit records through the real store (chained, checkpointed)."""
     store = Store(path, durability="process")
-    store.open()
-    store.signer = Signer(key)
+    key.save(path.with_name("audit.key"))
+    store.open(audit_key=path.with_name("audit.key"))
     row = AuditRow(
         ts_ms=int(time.time() * 1000),
         call_id="c0123456789abcdef",

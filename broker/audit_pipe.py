@@ -1,0 +1,234 @@
+"""The broker's end of the audit writer (``broker.audit_writer``): records go out in batches,
+acknowledgements come back, and each waiting caller is answered.
+
+Everything appended during one turn of the event loop leaves as one batch (one pickle, one
+write to the pipe); the loop does no SQL, hashing or fsync for the audit. A record appended
+with ``durable=False`` is answered once committed, the others once fsynced (with durability
+``fsync``). If the writer fails a batch, its callers get ``StoreError``; if the writer stops,
+every caller still waiting does, and the next record starts a new writer (the chain goes on
+from what was committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from broker.audit_writer import ACK, DURABLE, FAILED, Batch, encode_batch
+from broker.store import StoreError
+
+log = logging.getLogger(__name__)
+STOP_TIMEOUT_S = 10.0  # the writer finishes what it has, then exits when its input closes
+
+
+class _Outgoing:
+    """The batch being gathered in this turn of the loop, and who waits for it."""
+
+    def __init__(self, batch_id: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.batch_id = batch_id
+        self.rows: list[Sequence[Any]] = []
+        self.durable = False
+        self.checkpoint_after: float | None = None
+        self.committed: asyncio.Future[None] = loop.create_future()
+        self.synced: asyncio.Future[None] = loop.create_future()
+
+
+class _Acks(asyncio.SubprocessProtocol):
+    """Reads the writer's acknowledgements from its stdout."""
+
+    def __init__(self, pipe: AuditPipe) -> None:
+        self._pipe = pipe
+        self._buffer = bytearray()
+        self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._buffer += data
+        offset = 0
+        while len(self._buffer) - offset >= ACK.size:
+            batch_id, level, size = ACK.unpack_from(self._buffer, offset)
+            end = offset + ACK.size + size
+            if len(self._buffer) < end:
+                break
+            error = bytes(self._buffer[offset + ACK.size : end]).decode(errors="replace")
+            offset = end
+            self._pipe.acknowledged(batch_id, level, error)
+        del self._buffer[:offset]
+
+    def process_exited(self) -> None:
+        self._pipe.writer_stopped()
+        if not self.exited.done():
+            self.exited.set_result(0)
+
+
+class AuditPipe:
+    """Appends audit records through a writer process of its own."""
+
+    def __init__(self, database: Path, durability: str, key_file: Path | None) -> None:
+        self._command = [
+            sys.executable,
+            "-m",
+            "broker.audit_writer",
+            "--database",
+            str(database),
+            "--durability",
+            durability,
+            *(["--key", str(key_file)] if key_file is not None else []),
+        ]
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._acks: _Acks | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._outgoing: _Outgoing | None = None
+        self._waiting: dict[int, _Outgoing] = {}
+        self._next_id = 0
+        self._send_scheduled = False
+        self._closed = False
+
+    def append(self, values: Sequence[Any], *, durable: bool) -> asyncio.Future[None]:
+        """Add a record to this turn's batch; the future is done once it is committed (or,
+        with ``durable``, fsynced)."""
+        outgoing = self._gather()
+        outgoing.rows.append(values)
+        outgoing.durable = outgoing.durable or durable
+        return outgoing.synced if durable else outgoing.committed
+
+    def checkpoint_if_due(self, after_s: float) -> asyncio.Future[None]:
+        """Ask for a signed checkpoint if records came in and the last is ``after_s`` old."""
+        outgoing = self._gather()
+        outgoing.checkpoint_after = after_s
+        return outgoing.committed
+
+    async def start(self) -> None:
+        """Start the writer now (it takes a few hundred ms), so the first record need not wait;
+        StoreError if it cannot start."""
+        if self._transport is None and self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
+        if self._transport is None:
+            raise StoreError("the audit writer did not start (see the log above)")
+
+    async def close(self) -> None:
+        """Let the writer finish what it has and stop."""
+        self._closed = True
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._transport is None or self._acks is None:
+            self._abandon(StoreError("the database is closed"))
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + STOP_TIMEOUT_S
+        while (self._outgoing or self._waiting) and not self._acks.exited.done():
+            if loop.time() > give_up:
+                break
+            await asyncio.sleep(0.005)  # the last batches are being written
+        stdin = self._transport.get_pipe_transport(0)
+        if stdin is not None:
+            stdin.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._acks.exited), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.error("the audit writer did not stop in %.0f s; killing it", STOP_TIMEOUT_S)
+            self._transport.kill()
+        self._abandon(StoreError("the database is closed"))
+        self._transport.close()
+        self._transport = None
+
+    # -- the loop's side -----------------------------------------------------------------------
+
+    def _gather(self) -> _Outgoing:
+        if self._closed:
+            raise StoreError("the database is closed")
+        if self._outgoing is None:
+            self._next_id += 1
+            self._outgoing = _Outgoing(self._next_id, asyncio.get_running_loop())
+            self._kick()
+        return self._outgoing
+
+    def _kick(self) -> None:
+        """Send the gathered batch once the writer has answered for the one before. So there
+        is one batch in flight at a time: under load the next one gathers everything that came
+        meanwhile (one write and one answer for many records); when idle, it leaves at once."""
+        if self._outgoing is None or self._waiting or self._send_scheduled:
+            return
+        if self._transport is None:
+            if self._starting is None and not self._closed:  # the first record, or a restart
+                self._starting = asyncio.get_running_loop().create_task(self._start())
+            return
+        self._send_scheduled = True
+        asyncio.get_running_loop().call_soon(self._send)  # after this turn's other records
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, acks = await loop.subprocess_exec(
+                lambda: _Acks(self), *self._command, stdin=-1, stdout=-1, stderr=None
+            )
+        except OSError as exc:
+            log.error("cannot start the audit writer: %s", exc)
+            self._abandon(StoreError(f"cannot start the audit writer: {exc}"))
+            return
+        finally:
+            self._starting = None
+        self._transport, self._acks = transport, acks
+        self._kick()
+
+    def _send(self) -> None:
+        self._send_scheduled = False
+        outgoing, self._outgoing = self._outgoing, None
+        if outgoing is None:
+            return
+        stdin = self._transport.get_pipe_transport(0) if self._transport else None
+        if stdin is None or stdin.is_closing():
+            _fail(outgoing, StoreError("the audit writer is not running"))
+            return
+        self._waiting[outgoing.batch_id] = outgoing
+        batch = Batch(outgoing.batch_id, outgoing.durable, outgoing.rows, outgoing.checkpoint_after)
+        # uvloop's pipe transports write like asyncio's but do not subclass WriteTransport
+        cast(asyncio.WriteTransport, stdin).write(encode_batch(batch))
+
+    def acknowledged(self, batch_id: int, level: int, error: str) -> None:
+        """The writer answered for a batch."""
+        outgoing = self._waiting.get(batch_id)
+        if outgoing is None:
+            return
+        if level == FAILED:
+            del self._waiting[batch_id]
+            _fail(outgoing, StoreError(error))
+        else:
+            if not outgoing.committed.done():
+                outgoing.committed.set_result(None)
+            if level == DURABLE or not outgoing.durable:
+                del self._waiting[batch_id]
+                if not outgoing.synced.done():
+                    outgoing.synced.set_result(None)
+        self._kick()
+
+    def writer_stopped(self) -> None:
+        """The writer exited: whoever still waits is told; the next record starts a new one."""
+        code = self._transport.get_returncode() if self._transport else None
+        if not self._closed:
+            log.error("the audit writer stopped (exit code %s); starting a new one", code)
+        waiting, self._waiting = self._waiting, {}
+        for outgoing in waiting.values():
+            _fail(outgoing, StoreError(f"the audit writer stopped (exit code {code})"))
+        if self._transport is not None and not self._closed:
+            self._transport.close()
+            self._transport = None
+            self._kick()
+
+    def _abandon(self, error: StoreError) -> None:
+        """Fail the batch still being gathered (the writer could not start, or we stop)."""
+        outgoing, self._outgoing = self._outgoing, None
+        if outgoing is not None:
+            _fail(outgoing, error)
+
+
+def _fail(outgoing: _Outgoing, error: StoreError) -> None:
+    for future in (outgoing.committed, outgoing.synced):
+        if not future.done():
+            future.set_exception(error)
+            future.add_done_callback(lambda f: f.exception())  # nobody may be waiting on both

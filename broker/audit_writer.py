@@ -1,0 +1,264 @@
+"""The audit writer: a process of its own that owns ``audit.db`` and writes the hash chain.
+
+Why a process: chaining, inserting, committing and fsyncing every record on the broker's one
+event loop took about a quarter of its CPU (BENCHMARKS.md). Here that work runs on another core,
+and it batches by itself: whatever arrived while one transaction committed goes into the next.
+The broker (``broker.audit_pipe``) sends batches of records on this process's stdin and waits
+for the acknowledgement on its stdout; nothing else can write to those pipes.
+
+Per transaction: give each record its place in the chain (seq, the previous hash, its own
+hash), insert them, sign a checkpoint when one is due, commit, and acknowledge "committed".
+With durability ``fsync``, batches that asked for it are acknowledged "durable" only after the
+log is fsynced. Any failure (a full disk, a read-only or locked file) rolls the transaction
+back and is acknowledged as a failure with SQLite's message: the broker then refuses the call.
+
+Run by the broker: ``python -m broker.audit_writer --database data/audit.db --durability fsync
+[--key data/audit.key]``. It stops at the end of its input (the broker closed the pipe or died).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import sqlite3
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from broker.store import (
+    AUDIT_COLUMNS,
+    AUDIT_MIGRATIONS,
+    BUSY_TIMEOUT_S,
+    WalSync,
+    connect,
+    migrate,
+    record_hash,
+)
+
+log = logging.getLogger("broker.audit_writer")
+
+CHECKPOINT_EVERY = 1000  # records; and at least every checkpoint_interval (settings)
+# Copy the log into the database every this many commits (SQLite's own automatic checkpoint
+# is off: it would run inside a commit; here it runs between them).
+WAL_CHECKPOINT_COMMITS = 200
+FRAME = struct.Struct("!I")  # the length of each pickled batch on the way in
+ACK = struct.Struct("!QBH")  # batch id, level, length of the error text that follows
+FAILED, COMMITTED, DURABLE = 0, 1, 2
+
+_INSERT_AUDIT = (
+    f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "  # noqa: S608 (constant column names)
+    f"VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})"
+)
+_INSERT_CHECKPOINT = (
+    "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, ts_ms, kind, key_id, signature) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+Signer = Callable[[int, str, int], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Records sent together: ``rows`` are the values of AUDIT_COLUMNS up to ``seq``.
+    ``checkpoint_after`` (seconds) asks for a checkpoint if the last is that old."""
+
+    batch_id: int
+    durable: bool
+    rows: Sequence[Sequence[Any]]
+    checkpoint_after: float | None = None
+
+
+def encode_batch(batch: Batch) -> bytes:
+    """A batch as the broker sends it."""
+    body = pickle.dumps(
+        (batch.batch_id, batch.durable, batch.rows, batch.checkpoint_after),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+    return FRAME.pack(len(body)) + body
+
+
+def encode_ack(batch_id: int, level: int, error: str = "") -> bytes:
+    """An acknowledgement as the writer sends it."""
+    text = error.encode()[:60_000]
+    return ACK.pack(batch_id, level, len(text)) + text
+
+
+class Chain:
+    """The head of the hash chain and the checkpoint schedule (this process owns both)."""
+
+    def __init__(self, conn: sqlite3.Connection, signer: Signer | None) -> None:
+        self._signer = signer
+        last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        mark = conn.execute(
+            "SELECT seq, head_hash, ts_ms FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        self.seq, self.head = (int(last[0]), str(last[1])) if last else (0, "")
+        if mark and int(mark[0]) > self.seq:  # everything was pruned: go on from the anchor
+            self.seq, self.head = int(mark[0]), str(mark[1])
+        self.since_checkpoint = self.seq - (int(mark[0]) if mark else 0)
+        self.last_checkpoint_ms = int(mark[2]) if mark else int(time.time() * 1000)
+
+    def link(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """A record's values with its seq, the previous hash and its own hash."""
+        self.seq += 1
+        chained = (*values, self.seq, self.head)
+        self.head = record_hash(chained)
+        self.since_checkpoint += 1
+        return (*chained, self.head)
+
+    def checkpoint_due(self, after_s: float | None) -> bool:
+        """A checkpoint every CHECKPOINT_EVERY records, or when asked and the last is old."""
+        if self._signer is None or self.since_checkpoint == 0:
+            return False
+        if self.since_checkpoint >= CHECKPOINT_EVERY:
+            return True
+        now = int(time.time() * 1000)
+        return after_s is not None and now - self.last_checkpoint_ms >= after_s * 1000
+
+    def checkpoint(self, conn: sqlite3.Connection, kind: str = "periodic") -> None:
+        """Sign the head, inside the current transaction."""
+        assert self._signer is not None
+        now = int(time.time() * 1000)
+        key_id, signature = self._signer(self.seq, self.head, now)
+        conn.execute(_INSERT_CHECKPOINT, (self.seq, self.head, now, kind, key_id, signature))
+        self.since_checkpoint, self.last_checkpoint_ms = 0, now
+
+    def state(self) -> tuple[int, str, int, int]:
+        return self.seq, self.head, self.since_checkpoint, self.last_checkpoint_ms
+
+    def restore(self, state: tuple[int, str, int, int]) -> None:
+        """Undo the links of a transaction that was rolled back."""
+        self.seq, self.head, self.since_checkpoint, self.last_checkpoint_ms = state
+
+
+class Writer:
+    """Writes batches: one transaction for everything that arrived together."""
+
+    def __init__(self, database: Path, durability: str, signer: Signer | None) -> None:
+        self._conn = connect(database, busy_timeout=BUSY_TIMEOUT_S)
+        migrate(self._conn, AUDIT_MIGRATIONS)
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._chain = Chain(self._conn, signer)
+        self._wal = WalSync(Path(f"{database}-wal"))
+        self._fsync = durability == "fsync"
+        self._commits = 0
+
+    def write(self, batches: list[Batch], send: Callable[[bytes], None]) -> None:
+        """Write, then acknowledge each batch: committed, then durable (after the fsync)."""
+        error = self._commit(batches)
+        if error is not None:
+            send(b"".join(encode_ack(b.batch_id, FAILED, error) for b in batches))
+            return
+        waiting = [b for b in batches if b.durable and self._fsync]
+        done = DURABLE if not self._fsync else COMMITTED
+        send(b"".join(encode_ack(b.batch_id, done) for b in batches))
+        if waiting:
+            try:
+                self._wal.sync()
+            except OSError as exc:
+                failed = f"fsync of the audit log failed: {exc}"
+                send(b"".join(encode_ack(b.batch_id, FAILED, failed) for b in waiting))
+            else:
+                send(b"".join(encode_ack(b.batch_id, DURABLE) for b in waiting))
+        self._commits += 1
+        if self._commits >= WAL_CHECKPOINT_COMMITS:
+            self._commits = 0
+            try:  # copy the log into the database; a failure only lets the log grow
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                log.warning("checkpoint of the audit log failed, will retry: %s", exc)
+
+    def _commit(self, batches: list[Batch]) -> str | None:
+        before = self._chain.state()
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            rows = [self._chain.link(values) for b in batches for values in b.rows]
+            if rows:
+                self._conn.executemany(_INSERT_AUDIT, rows)
+            after = min((b.checkpoint_after for b in batches if b.checkpoint_after), default=None)
+            if self._chain.checkpoint_due(after):
+                self._chain.checkpoint(self._conn)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._chain.restore(before)
+            with contextlib.suppress(sqlite3.Error):  # nothing was open
+                self._conn.execute("ROLLBACK")
+            return f"database write failed: {exc}"
+        return None
+
+    def close(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("last checkpoint of the audit log failed: %s", exc)
+        self._conn.close()
+        self._wal.close()
+
+
+def serve(writer: Writer, source: int, sink: int) -> None:
+    """Read batches until the input ends; everything read at once is one transaction."""
+    pending = b""
+
+    def send(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(sink, view) :]
+
+    while True:
+        chunk = os.read(source, 1 << 20)
+        if not chunk:
+            return
+        pending += chunk
+        batches: list[Batch] = []
+        while len(pending) >= FRAME.size:
+            (size,) = FRAME.unpack_from(pending)
+            if len(pending) < FRAME.size + size:
+                break
+            # the pipe comes from the broker that started this process, and nothing else
+            fields = pickle.loads(pending[FRAME.size : FRAME.size + size])  # noqa: S301
+            batches.append(Batch(*fields))
+            pending = pending[FRAME.size + size :]
+        if batches:
+            writer.write(batches, send)
+
+
+def _signer(key_file: Path | None) -> Signer | None:
+    if key_file is None:
+        return None
+    from broker.audit import Signer as KeySigner  # the key's code, only when signing
+    from broker.identity import AgentCredentials
+
+    return KeySigner(AgentCredentials.load(key_file))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", type=Path, required=True)
+    parser.add_argument("--durability", choices=("fsync", "process"), default="fsync")
+    parser.add_argument("--key", type=Path, help="the audit key that signs checkpoints")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the broker's: it closes our input
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        writer = Writer(args.database, args.durability, _signer(args.key))
+    except (sqlite3.Error, OSError, ValueError) as exc:
+        log.error("cannot open the audit database %s: %s", args.database, exc)
+        return 1
+    try:
+        serve(writer, sys.stdin.fileno(), sys.stdout.fileno())
+    except BrokenPipeError:
+        pass  # the broker is gone; what was committed stays
+    finally:
+        writer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
