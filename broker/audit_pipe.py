@@ -23,6 +23,11 @@ from broker.store import StoreError
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0  # the writer finishes what it has, then exits when its input closes
+# Under load (the last batch had LOAD_ROWS records or more) a batch gathers records for up to
+# GATHER_S after the one before left: fewer, bigger transactions (fewer fsyncs, commits and
+# wake-ups on both sides) for a little latency. When the broker is quiet, records leave at once.
+LOAD_ROWS = 4
+GATHER_S = 0.002
 
 
 class _Outgoing:
@@ -85,6 +90,7 @@ class AuditPipe:
         self._waiting: dict[int, _Outgoing] = {}
         self._next_id = 0
         self._send_scheduled = False
+        self._last_sent, self._last_rows = 0.0, 0
         self._closed = False
 
     def append(self, values: Sequence[Any], *, durable: bool) -> asyncio.Future[None]:
@@ -151,7 +157,8 @@ class AuditPipe:
     def _kick(self) -> None:
         """Send the gathered batch once the writer has answered for the one before. So there
         is one batch in flight at a time: under load the next one gathers everything that came
-        meanwhile (one write and one answer for many records); when idle, it leaves at once."""
+        meanwhile (one write and one answer for many records), for at least GATHER_S; when
+        idle, it leaves at once (after this turn of the loop's other records)."""
         if self._outgoing is None or self._waiting or self._send_scheduled:
             return
         if self._transport is None:
@@ -159,7 +166,11 @@ class AuditPipe:
                 self._starting = asyncio.get_running_loop().create_task(self._start())
             return
         self._send_scheduled = True
-        asyncio.get_running_loop().call_soon(self._send)  # after this turn's other records
+        loop = asyncio.get_running_loop()
+        if self._last_rows >= LOAD_ROWS:
+            loop.call_at(self._last_sent + GATHER_S, self._send)
+        else:
+            loop.call_soon(self._send)
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -186,6 +197,7 @@ class AuditPipe:
             _fail(outgoing, StoreError("the audit writer is not running"))
             return
         self._waiting[outgoing.batch_id] = outgoing
+        self._last_sent, self._last_rows = asyncio.get_running_loop().time(), len(outgoing.rows)
         batch = Batch(outgoing.batch_id, outgoing.durable, outgoing.rows, outgoing.checkpoint_after)
         # uvloop's pipe transports write like asyncio's but do not subclass WriteTransport
         cast(asyncio.WriteTransport, stdin).write(encode_batch(batch))

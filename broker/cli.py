@@ -172,11 +172,6 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    calls = logging.getLogger("broker.calls")  # one JSON line per request, nothing around it
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    calls.addHandler(handler)
-    calls.propagate = False
     settings = load_settings(args.config)
 
     async def serve() -> None:

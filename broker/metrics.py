@@ -8,7 +8,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,14 +29,15 @@ class Metrics:
             ["rpc", "agent", "tool", "outcome", "reason"],
             registry=self.registry,
         )
-        self.latency = Histogram(
-            "toolbroker_request_seconds",
-            "Time from a request's arrival to its answer.",
-            ["rpc"],
-            buckets=_LATENCY,
-            registry=self.registry,
+        self.latency = LatencyHistograms(
+            "toolbroker_request_seconds", "Time from a request's arrival to its answer.", "rpc"
         )
-        self.stages = StageTimes()
+        self.registry.register(self.latency)
+        self.stages = LatencyHistograms(
+            "toolbroker_stage_seconds",
+            "Time inside each stage, the stages after it included.",
+            "stage",
+        )
         self.registry.register(self.stages)
         self.upstream = Counter(
             "toolbroker_upstream_responses",
@@ -54,8 +55,7 @@ class Metrics:
         self.pending = Gauge(
             "toolbroker_pending_approvals", "Calls waiting for a human.", registry=self.registry
         )
-        self._counters: dict[tuple[str, ...], Counter] = {}
-        self._latencies: dict[str, Histogram] = {}
+        self._counters: dict[tuple[object, ...], Counter] = {}  # labels() once per label set
         self.budget = Gauge(
             "toolbroker_budget_used_ratio",
             "Share of each budget used in its current period.",
@@ -65,19 +65,23 @@ class Metrics:
 
     def observe(self, row: AuditRow) -> None:
         """Count a request's final audit record."""
-        key = (row.rpc, row.agent or "-", row.tool or "-", row.decision, row.reason or "-")
-        counter = self._counters.get(key)
-        if counter is None:  # labels() validates and locks: once per label set, not per call
-            counter = self._counters[key] = self.calls.labels(*key)
-        counter.inc()
-        latency = self._latencies.get(row.rpc)
-        if latency is None:
-            latency = self._latencies[row.rpc] = self.latency.labels(row.rpc)
-        latency.observe(row.latency_us / 1e6)
+        self._child(
+            self.calls, row.rpc, row.agent or "-", row.tool or "-", row.decision, row.reason or "-"
+        ).inc()
+        self.latency.observe(row.rpc, row.latency_us / 1e6)
         if row.upstream_status is not None:
-            self.upstream.labels(row.tool.split(".", 1)[0], str(row.upstream_status)).inc()
+            self._child(self.upstream, row.tool.split(".", 1)[0], str(row.upstream_status)).inc()
         if row.reason in _RATE_REASONS:
-            self.limited.labels(row.tool.split(".", 1)[0], row.reason).inc()
+            self._child(self.limited, row.tool.split(".", 1)[0], row.reason).inc()
+
+    def _child(self, counter: Counter, *labels: str) -> Counter:
+        """A counter's child for these labels: prometheus-client validates and locks on every
+        labels() call, so each label set is looked up once."""
+        key = (id(counter), *labels)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = counter.labels(*labels)
+        return child
 
     def stage_time(self, stage: str, seconds: float) -> None:
         """How long a stage took (the stages after it included)."""
@@ -96,32 +100,29 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class StageTimes(Collector):
-    """Per-stage latency histograms, kept by hand: observed around every stage of every
-    request, so each observation must be cheap (a bisect and two additions, where
+class LatencyHistograms(Collector):
+    """Latency histograms by one label, kept by hand: observed for every request and around
+    every stage, so each observation must be cheap (a bisect and two additions, where
     prometheus-client's histogram takes a lock and walks its buckets); exposed as ordinary
     histograms when scraped."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self._name, self._documentation, self._label = name, documentation, label
         self._counts: dict[str, list[int]] = {}
         self._sums: dict[str, float] = {}
 
-    def observe(self, stage: str, seconds: float) -> None:
-        """Count one stage's time."""
-        counts = self._counts.get(stage)
+    def observe(self, value: str, seconds: float) -> None:
+        """Count one observation for the label ``value``."""
+        counts = self._counts.get(value)
         if counts is None:
-            counts = self._counts[stage] = [0] * (len(_LATENCY) + 1)
-            self._sums[stage] = 0.0
+            counts = self._counts[value] = [0] * (len(_LATENCY) + 1)
+            self._sums[value] = 0.0
         counts[bisect.bisect_left(_LATENCY, seconds)] += 1
-        self._sums[stage] += seconds
+        self._sums[value] += seconds
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """The histograms, for a scrape."""
-        family = HistogramMetricFamily(
-            "toolbroker_stage_seconds",
-            "Time inside each stage, the stages after it included.",
-            labels=["stage"],
-        )
+        family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
         for stage, counts in sorted(self._counts.items()):
             cumulative, running = [], 0
             for bound, count in zip([*map(str, _LATENCY), "+Inf"], counts, strict=True):

@@ -8,6 +8,7 @@ Reordering the stages is a one-line change to the tuples below.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,6 +33,7 @@ Rpc = Literal[
 CALL_STAGES: tuple[str, ...] = (
     "audit",
     "verify",
+    "received",
     "freeze",
     "grant",
     "validate",
@@ -106,6 +108,7 @@ class Call:
     record: CallRecord | None = None  # the stored call an approval or a retry refers to
     tainted: list[TaintedValue] = field(default_factory=list)  # outside values of this task
     credentials: list[Injected] = field(default_factory=list)  # what execute put in
+    received: asyncio.Future[None] | None = None  # the commit of its "received" audit record
 
     @property
     def agent(self) -> str:

@@ -53,7 +53,7 @@ from broker.pipeline import (
 from broker.secrets import SecretBox, Vault, load_master_key
 from broker.settings import BrokerSettings
 from broker.snapshot import Snapshot, load_snapshot
-from broker.stages.audit import AuditStage, DecidedStage
+from broker.stages.audit import AuditStage, DecidedStage, ReceivedStage
 from broker.stages.await_call import AwaitStage
 from broker.stages.budget import BudgetStage
 from broker.stages.circuit import CircuitStage
@@ -283,6 +283,7 @@ class Broker:
         audience = self.settings.broker_id
         return {
             "audit": AuditStage(self._store, self.metrics.observe),
+            "received": ReceivedStage(self._store),
             "decided": DecidedStage(self._store),
             "verify": VerifyStage(audience, window_ms, replay),
             "verify_admin": VerifyStage(audience, window_ms, replay, keys=lambda call: admin),

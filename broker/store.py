@@ -236,6 +236,9 @@ class AuditRow(NamedTuple):
     hash: str = ""  # given by the store: SHA-256 over this record, prev_hash included
 
 
+# Records of a step on a call's way (it arrived; it was decided to run it), not its outcome:
+# one call's verdict is its final record, so counting and re-deciding leave these out.
+STEP_EVENTS = ("received", "decided")
 _AUDIT_COLUMNS = AuditRow._fields
 AUDIT_COLUMNS = _AUDIT_COLUMNS  # the table's order: what record_hash covers, hash last
 _CHAINED = len(_AUDIT_COLUMNS) - 3  # the broker supplies all but seq, prev_hash and hash
@@ -502,6 +505,13 @@ class Store:
             await future  # a failed batch fails the call; the record goes on alone
         await record
 
+    def queue_audit(self, row: AuditRow) -> asyncio.Future[None]:
+        """Send a record with the next batch without waiting: the future is done once it is
+        committed (await it before relying on it)."""
+        if self._audit is None:
+            raise StoreError("the database is closed")
+        return self._audit.append(row[:_CHAINED], durable=False)
+
     async def checkpoint_if_due(self, interval_s: float) -> None:
         """A signed checkpoint when records came in since the last one and ``interval_s``
         passed (the audit writer knows both)."""
@@ -643,8 +653,8 @@ class Store:
             return conn.execute(
                 "SELECT ts_ms, agent, tool, args_digest, decision, reason FROM audit "
                 "WHERE ts_ms >= ? AND rpc = 'call' AND agent != '' "
-                "AND event NOT IN ('decided', 'replayed') ORDER BY seq",
-                (since_ms,),
+                "AND event NOT IN (?, ?, 'replayed') ORDER BY seq",
+                (since_ms, *STEP_EVENTS),
             ).fetchall()
 
     # -- taint ---------------------------------------------------------------------------------

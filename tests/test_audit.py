@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import logging
 import os
 import sqlite3
 import subprocess
@@ -111,7 +110,7 @@ def test_an_intact_trail_verifies(
 @pytest.mark.parametrize(
     ("statements", "expected"),
     [
-        (["UPDATE audit SET decision = 'done' WHERE seq = 3"], "record 3 was changed"),
+        (["UPDATE audit SET decision = 'allowed!' WHERE seq = 3"], "record 3 was changed"),
         (["UPDATE audit SET latency_us = latency_us + 1 WHERE seq = 5"], "record 5 was changed"),
         (["DELETE FROM audit WHERE seq = 4"], "record 4 is missing"),
         (
@@ -247,6 +246,7 @@ def test_show_tells_the_whole_story_of_a_call(
     assert "stored call: done, decided by admin:local-admin (fine)" in story
     assert "why a human was asked: a write" in story
     for step in (
+        "received: received",
         "pending: pending",
         "approved: approved - by admin:local-admin",
         "decided: allowed",
@@ -258,7 +258,16 @@ def test_show_tells_the_whole_story_of_a_call(
 def test_each_step_is_a_record_with_its_facts(ws: Workspace, trail: dict[str, Any]) -> None:
     story = {r.event: r for r in read_audit(ws.database, trail["paid"])}
     # the agent's Await of the call is part of its story too
-    assert list(story) == ["pending", "approved", "decided", "executed", "await"]
+    assert list(story) == ["received", "pending", "approved", "decided", "executed", "await"]
+    arrived = story["received"]
+    assert (arrived.agent, arrived.tool, arrived.task_id, arrived.intent) == (
+        "payer",
+        "invoices.pay",
+        "t3",
+        "pay it",
+    )
+    assert json.loads(arrived.arguments) == {"id": "1", "amount": 5}
+    assert arrived.key_id and len(arrived.args_digest) == 64
     assert story["executed"].result_size == len('{"ok": true}')
     assert len(story["executed"].result_digest) == 64
     assert story["decided"].cost == 1
@@ -267,16 +276,20 @@ def test_each_step_is_a_record_with_its_facts(ws: Workspace, trail: dict[str, An
 
 
 def test_one_json_log_line_per_request(
-    ws: Workspace, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+    ws: Workspace, upstream: FakeUpstream, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.INFO, logger="broker.calls")
     agent = ws.agent("reader", grants=["invoices.list"])
     with ws.broker() as broker, broker.client(agent) as client:
         call_id = client.call("invoices.list", {}).call_id
-    lines = [json.loads(r.message) for r in caplog.records if r.name == "broker.calls"]
+        with pytest.raises(errors.ToolNotGranted) as refused:
+            client.call("invoices.pay", {})
+    # the audit writer (a process sharing our stderr) writes them once the records are in
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line[:1] == "{"]
     mine = [line for line in lines if line["call_id"] == call_id]
-    assert len(mine) == 1
+    assert len(mine) == 1  # not the decision to run it: one line a request
     assert (mine[0]["event"], mine[0]["upstream_status"]) == ("executed", 200)
+    (other,) = [line for line in lines if line["call_id"] == refused.value.call_id]
+    assert (other["decision"], other["reason"]) == ("refused", "TOOL_NOT_GRANTED")
 
 
 def test_the_metrics_endpoint(ws: Workspace, upstream: FakeUpstream) -> None:

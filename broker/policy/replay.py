@@ -8,7 +8,7 @@ from pathlib import Path
 
 from broker import errors
 from broker.policy.evaluate import Decision, PolicySet
-from broker.store import AuditRow, read_audit
+from broker.store import STEP_EVENTS, AuditRow, read_audit
 
 # Refusals that the policy made; any other refusal happened after the policy allowed the call.
 _POLICY_DENIALS = {
@@ -42,7 +42,7 @@ class ReplayReport:
 def recorded_outcome(row: AuditRow) -> str | None:
     """What the policy said at the time: allow, approval or deny REASON; None when the call
     never reached the policy (it failed authentication)."""
-    if row.rpc != "call" or not row.agent or row.event in ("decided", "replayed"):
+    if row.rpc != "call" or not row.agent or row.event in (*STEP_EVENTS, "replayed"):
         return None  # one verdict per call: its final record
     if row.decision in _HUMAN or row.reason in _HUMAN_REASONS:
         return "approval"

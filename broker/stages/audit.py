@@ -1,10 +1,13 @@
-"""Stages ``audit`` and ``decided``: the audit trail of every request, step by step.
+"""Stages ``audit``, ``received`` and ``decided``: the audit trail of every request, step by
+step.
 
 ``audit`` is the outermost stage: it sees every outcome and every error, appends the request's
 final record in ``finally`` and re-raises; if the record cannot be written the caller gets
-AUDIT_UNAVAILABLE instead of the answer. ``decided`` sits just before a call goes to its tool
-and appends the decision to run it, durably, first: if that fails, nothing runs (fail closed).
-Records are hash-chained by the store; the helpers here say what goes in one.
+AUDIT_UNAVAILABLE instead of the answer. ``received`` records a call's arrival once its
+signature checks out. ``decided`` sits just before a call goes to its tool
+and appends the decision to run it first: if that fails, nothing runs (fail closed). Records
+are hash-chained, and each request's JSON log line written, by the audit writer
+(``broker.audit_writer``); the helpers here say what goes in a record.
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ from typing import Any
 
 from broker import errors
 from broker.pipeline import Call, Handler, Outcome
-from broker.store import AuditRow, Store, StoreError
+from broker.store import STEP_EVENTS, AuditRow, Store, StoreError
 from broker.v1 import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
-calls_log = logging.getLogger("broker.calls")  # one JSON line per request
 MAX_ARGUMENTS = 64 * 1024  # recorded as sent up to this size; the digest is always kept
 _COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
 
@@ -39,8 +41,8 @@ Observer = Callable[[AuditRow], None]
 class AuditStage:
     """Appends the final record of every request (who, which key, which tool, the argument
     digest, the decision and reason, the upstream status, the digest and size of the redacted
-    result, findings, latency, task, intent, the policy set's hash) and logs it as one JSON
-    line. ``observe`` feeds the metrics."""
+    result, findings, latency, task, intent, the policy set's hash). ``observe`` feeds the
+    metrics."""
 
     def __init__(self, store: Store, observe: Observer | None = None) -> None:
         self._store = store
@@ -57,10 +59,27 @@ class AuditStage:
             raise
         finally:
             row = audit_row(call, outcome, failure)
-            await append(self._store, row, call.call_id)
-            calls_log.info("%s", log_line(row))
+            await append(self._store, row, call.call_id, after=call.received)
             if self._observe is not None:
                 self._observe(row)
+
+
+class ReceivedStage:
+    """Records that a call arrived, right after its signature checked out: who, with which
+    key, which tool, task and intent, and the arguments as sent. Nobody waits for it here:
+    the record leaves with the next batch, and the decision to run the call (or its final
+    record, if it stops before) waits for it, so a call whose arrival could not be recorded
+    never runs and never gets an answer."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def __call__(self, call: Call, call_next: Handler) -> Outcome:
+        try:
+            call.received = self._store.queue_audit(audit_row(call, None, None, "received"))
+        except StoreError as exc:
+            raise _unavailable(call.call_id, exc) from None
+        return await call_next(call)
 
 
 class DecidedStage:
@@ -75,21 +94,35 @@ class DecidedStage:
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
         row = audit_row(call, None, None, event="decided")
-        await append(self._store, row, call.call_id, durable=False)
+        await append(self._store, row, call.call_id, durable=False, after=call.received)
         return await call_next(call)
 
 
-async def append(store: Store, row: AuditRow, call_id: str, *, durable: bool = True) -> None:
-    """Append a record; AUDIT_UNAVAILABLE (and an error in the log) when it cannot be."""
+async def append(
+    store: Store,
+    row: AuditRow,
+    call_id: str,
+    *,
+    durable: bool = True,
+    after: asyncio.Future[None] | None = None,
+) -> None:
+    """Append a record (and make sure the one queued ``after`` was written too: it went in an
+    earlier or the same batch); AUDIT_UNAVAILABLE (and an error in the log) when it cannot be."""
     try:
         await store.append_audit(row, durable=durable)
+        if after is not None:
+            await after
     except StoreError as exc:
-        log.error("audit write failed for call %s: %s", call_id, exc)
-        raise errors.AuditUnavailable(
-            f"the audit record of call {call_id} could not be written, so the call stops "
-            "here (nothing more is done and the answer is withheld); an operator must check "
-            "the broker's database"
-        ) from None
+        raise _unavailable(call_id, exc) from None
+
+
+def _unavailable(call_id: str, exc: StoreError) -> errors.AuditUnavailable:
+    log.error("audit write failed for call %s: %s", call_id, exc)
+    return errors.AuditUnavailable(
+        f"the audit record of call {call_id} could not be written, so the call stops "
+        "here (nothing more is done and the answer is withheld); an operator must check "
+        "the broker's database"
+    )
 
 
 def audit_row(
@@ -98,8 +131,8 @@ def audit_row(
     """The record of one request (or of one step of it), from what the stages learned."""
     request = call.request
     detail: dict[str, object]
-    if event == "decided":
-        decision, reason, detail = "allowed", "", {}
+    if event in STEP_EVENTS:
+        decision, reason, detail = "allowed" if event == "decided" else event, "", {}
     else:
         decision, reason, detail = _decision(outcome, failure)
         event = _event(call, outcome, failure)
@@ -170,24 +203,6 @@ def event_row(
         policy_hash=policy_hash,
         detail=_COMPACT.encode(facts),
         event=event,
-    )
-
-
-def log_line(row: AuditRow) -> str:
-    """The JSON line logged for a record."""
-    return _COMPACT.encode(
-        {
-            "call_id": row.call_id,
-            "event": row.event,
-            "rpc": row.rpc,
-            "agent": row.agent,
-            "tool": row.tool,
-            "task_id": row.task_id,
-            "decision": row.decision,
-            "reason": row.reason,
-            "upstream_status": row.upstream_status,
-            "latency_ms": round(row.latency_us / 1000, 3),
-        }
     )
 
 

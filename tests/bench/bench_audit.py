@@ -32,7 +32,7 @@ async def throughput(rounds: int, total: int) -> dict[str, list[float]]:
         tempfile.TemporaryDirectory() as a,
         tempfile.TemporaryDirectory() as b,
         broker_process(Path(a), url) as (with_target, config, _),
-        broker_process(Path(b), url, without="audit,decided") as (without_target, _, _),
+        broker_process(Path(b), url, without="audit,received,decided") as (without_target, _, _),
     ):
         settings = load_settings(config)
         first = AgentCredentials.load(dev_key_path(settings.data_dir, "invoice-agent"))
@@ -115,13 +115,14 @@ def main() -> None:
         "",
         f"Measured {datetime.date.today().isoformat()} on {machine()}.",
         f"Throughput at concurrency 16, median of {args.rounds} rounds, the same broker "
-        "(durability fsync) with its audit stages and without them (`audit`, `decided` left out "
+        "(durability fsync) with its audit stages and without them (`audit`, `received`, "
+        "`decided` left out "
         "of the order by tests/bench/broker_variant.py), side by side; every call has its own "
         "arguments.",
         "",
         "| broker | calls/s at 16 |",
         "|---|---|",
-        f"| with the audit trail (2 chained records a call) | {with_audit:,.0f} |",
+        f"| with the audit trail (3 chained records a call) | {with_audit:,.0f} |",
         f"| without it | {without:,.0f} |",
         "",
         f"- the audit costs **{(1 - with_audit / without) * 100:.1f}%** of throughput "
