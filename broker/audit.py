@@ -1,7 +1,7 @@
 """The audit trail's tamper evidence: the broker's audit key, signed checkpoints, verification
 and pruning.
 
-Every record carries the hash of the one before (the store writes the chain); every 1,000
+Every record carries the hash of the one before (the audit writer makes the chain); every 1,000
 records or ``audit_checkpoint_interval`` a checkpoint (the chain's length and head hash) is
 signed with the broker's own Ed25519 audit key. ``verify`` walks the chain and the checkpoints
 and names the first bad record: an edited row changes its hash, a deleted or reordered row

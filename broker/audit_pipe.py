@@ -72,7 +72,9 @@ class _Acks(asyncio.SubprocessProtocol):
 class AuditPipe:
     """Appends audit records through a writer process of its own."""
 
-    def __init__(self, database: Path, durability: str, key_file: Path | None) -> None:
+    def __init__(
+        self, database: Path, durability: str, key_file: Path | None, *, log_calls: bool = False
+    ) -> None:
         self._command = [
             sys.executable,
             "-m",
@@ -82,6 +84,7 @@ class AuditPipe:
             "--durability",
             durability,
             *(["--key", str(key_file)] if key_file is not None else []),
+            *(["--log-calls"] if log_calls else []),
         ]
         self._transport: asyncio.SubprocessTransport | None = None
         self._acks: _Acks | None = None

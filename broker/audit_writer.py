@@ -13,7 +13,8 @@ log is fsynced. Any failure (a full disk, a read-only or locked file) rolls the 
 back and is acknowledged as a failure with SQLite's message: the broker then refuses the call.
 
 Run by the broker: ``python -m broker.audit_writer --database data/audit.db --durability fsync
-[--key data/audit.key]``. It stops at the end of its input (the broker closed the pipe or died).
+[--key data/audit.key] [--log-calls]``. It stops at the end of its input (the broker closed the
+pipe or died).
 """
 
 from __future__ import annotations
@@ -168,9 +169,9 @@ class Writer:
     """Writes batches: one transaction for everything that arrived together."""
 
     def __init__(
-        self, database: Path, durability: str, signer: Signer | None, calls_log: int | None = 2
+        self, database: Path, durability: str, signer: Signer | None, calls_log: int | None = None
     ) -> None:
-        self._calls_log = calls_log  # where the JSON line of each request goes (stderr)
+        self._calls_log = calls_log  # where each request's JSON line goes (the broker: stderr)
         self._conn = connect(database, busy_timeout=BUSY_TIMEOUT_S)
         migrate(self._conn, AUDIT_MIGRATIONS)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -298,12 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", type=Path, required=True)
     parser.add_argument("--durability", choices=("fsync", "process"), default="fsync")
     parser.add_argument("--key", type=Path, help="the audit key that signs checkpoints")
+    parser.add_argument(
+        "--log-calls", action="store_true", help="write each request's JSON line to stderr"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the broker's: it closes our input
     _yield_to_the_broker()
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        writer = Writer(args.database, args.durability, _signer(args.key))
+        log_to = sys.stderr.fileno() if args.log_calls else None
+        writer = Writer(args.database, args.durability, _signer(args.key), log_to)
     except (sqlite3.Error, OSError, ValueError) as exc:
         log.error("cannot open the audit database %s: %s", args.database, exc)
         return 1

@@ -154,7 +154,7 @@ class Broker:
         admin = admin_keys(self.settings)
         audit_key(self.settings.data_dir)  # made on first start
         try:
-            self._store.open(audit_key=audit_key_path(self.settings.data_dir))
+            self._store.open(audit_key=audit_key_path(self.settings.data_dir), log_calls=True)
             await self._store.start_audit_writer()
         except StoreError as exc:
             raise errors.ConfigError(str(self.settings.database), str(exc)) from None

@@ -375,10 +375,11 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def open(self, audit_key: Path | None = None) -> None:
+    def open(self, audit_key: Path | None = None, *, log_calls: bool = False) -> None:
         """Open (creating and migrating if needed) both databases and start the helper
         thread; the audit writer starts with the first record. ``audit_key``: the key file
-        that signs the audit chain's checkpoints (none: no checkpoints)."""
+        that signs the audit chain's checkpoints (none: no checkpoints); ``log_calls``: the
+        writer logs each request's JSON line on stderr (the broker's, not a tool's)."""
         from broker.audit_pipe import AuditPipe  # it builds on this module
 
         try:
@@ -395,7 +396,7 @@ class Store:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-fsync")
         self._wal = WalSync(Path(f"{self.path}-wal"))
         self._checkpointer = _Checkpointer(self.path)
-        self._audit = AuditPipe(audit, self._durability, audit_key)
+        self._audit = AuditPipe(audit, self._durability, audit_key, log_calls=log_calls)
 
     async def start_audit_writer(self) -> None:
         """Start the audit writer before the first record needs it (optional: the first record

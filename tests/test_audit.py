@@ -506,3 +506,28 @@ def test_a_writer_that_dies_is_replaced_and_no_answer_leaves_unrecorded(
     recorded = {r.call_id for r in read_audit(ws.database) if r.event == "executed"}
     assert set(answered) <= recorded
     assert verify(ws, capsys)[0] == 0
+
+
+def test_many_records_at_once_each_in_the_trail_when_its_append_returns(tmp_path: Path) -> None:
+    # records from many calls at once share transactions: whichever way they are batched,
+    # each caller is answered only once its own record is committed, and the chain holds
+    path = tmp_path / "broker.db"
+    key = AgentCredentials.generate("broker-audit")
+    key.save(tmp_path / "audit.key")
+
+    async def write() -> list[bool]:
+        store = Store(path, durability="fsync")
+        store.open(audit_key=tmp_path / "audit.key")
+
+        async def one(n: int) -> bool:
+            await asyncio.sleep(n % 7 / 1000)  # arrive spread over a few milliseconds
+            await store.append_audit(_record(n), durable=n % 3 != 0)
+            return [r.call_id for r in read_audit(path, f"c{n}")] == [f"c{n}"]
+
+        try:
+            return await asyncio.gather(*(one(n) for n in range(300)))
+        finally:
+            await store.close()
+
+    assert all(asyncio.run(write()))
+    assert audit_verify(path, key.private_key.public_key()).records == 300

@@ -130,6 +130,7 @@ def audit_row(
 ) -> AuditRow:
     """The record of one request (or of one step of it), from what the stages learned."""
     request = call.request
+    arguments = request.arguments_json  # protobuf makes a new str at every read
     detail: dict[str, object]
     if event in STEP_EVENTS:
         decision, reason, detail = "allowed" if event == "decided" else event, "", {}
@@ -152,14 +153,14 @@ def audit_row(
         tool=request.tool[:128],
         task_id=request.task_id[:256],
         intent=request.intent[:2048],
-        args_digest=call.args_digest or _raw_digest(request.arguments_json),
+        args_digest=call.args_digest or _raw_digest(arguments),
         decision=decision,
         reason=reason,
         upstream_status=(outcome.upstream_status or None) if outcome else None,
         latency_us=(time.perf_counter_ns() - call.started_ns) // 1000,
         policy_hash=call.snapshot.policies.digest,
         detail=_COMPACT.encode(detail) if detail else "{}",
-        arguments=request.arguments_json if len(request.arguments_json) <= MAX_ARGUMENTS else "",
+        arguments=arguments if len(arguments) <= MAX_ARGUMENTS else "",
         event=event,
         cost=call.action.spec.cost if event == "decided" and call.action else 0,
         result_digest=hashlib.sha256(result).hexdigest() if result else "",

@@ -40,7 +40,10 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         "+ redact, untrusted (the result cleaned, its values remembered)",
         frozenset({"redact", "untrusted"}),
     ),
-    ("+ audit, decided (everything: the broker as shipped)", frozenset({"audit", "decided"})),
+    (
+        "+ audit, received, decided (everything: the broker as shipped)",
+        frozenset({"audit", "received", "decided"}),
+    ),
 )
 
 
