@@ -184,6 +184,14 @@ AUDIT_MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     MIGRATIONS[0],  # the audit table and its indexes
     MIGRATIONS[1],  # arguments
     MIGRATIONS[6],  # the chain's columns, the task index and the checkpoints
+    # Keep the indexes the broker reads by (call id: show, time: digests, nonces, loops) and
+    # drop those only `audit query --agent/--task` used: each index is one more page written
+    # and copied with every commit; dropping these two cut the writer's CPU a call by a
+    # quarter (BENCHMARKS.md). Such a query uses the time index with --since, else it scans.
+    """
+    DROP INDEX IF EXISTS audit_agent_time;
+    DROP INDEX IF EXISTS audit_task;
+    """,
 ]
 
 

@@ -360,7 +360,8 @@ def test_no_call_runs_when_the_disk_is_full(
     ):
         assert client.call("invoices.list", {}).state == "DONE"
         filler = small_disk / "filler"
-        with filler.open("wb") as handle, contextlib.suppress(OSError):  # until it is full
+        # unbuffered: nothing left to flush (and fail) when the file closes
+        with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
             while True:
                 handle.write(b"\0" * 65536)
         _audit_is_refused(client, upstream)
