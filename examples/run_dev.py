@@ -19,7 +19,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.devmode import dev_key_path, ensure_master_key_file, ensure_secret
+from broker.errors import ConfigError
 from broker.settings import BrokerSettings, load_settings
+from broker.store import StoreError
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,8 +58,20 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=HERE / "broker.yaml")
     parser.add_argument("--upstream-port", type=int, default=8081)
     args = parser.parse_args()
-    settings = load_settings(args.config)
-    api_key = prepare(settings)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        api_key = prepare(settings)
+    except StoreError as exc:
+        print(
+            f"{exc}\nThe development data in {settings.data_dir} cannot be used (made by an "
+            "older development version?). Move that folder away and run make run again.",
+            file=sys.stderr,
+        )
+        return 1
 
     upstream = subprocess.Popen(
         [sys.executable, str(HERE / "invoices_upstream.py"), "--port", str(args.upstream_port)],
