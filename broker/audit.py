@@ -69,7 +69,7 @@ class Checkpoint:
     seq: int
     head_hash: str
     ts_ms: int
-    kind: str  # periodic, or prune (the anchor left where older records were removed)
+    kind: str  # periodic; stop (the broker stopped); prune (the anchor left at a cut)
     key_id: str
     signature: str
 

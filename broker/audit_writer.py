@@ -235,10 +235,19 @@ class Writer:
         return rows
 
     def close(self) -> None:
+        """Sign the head as it is at the stop (so a tail cut later is caught even if the
+        broker never runs again), copy the log into the database, close."""
         try:
+            if self._chain.checkpoint_due(0.0):
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._chain.checkpoint(self._conn, "stop")
+                self._conn.execute("COMMIT")
+                self._wal.sync()
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            log.warning("last checkpoint of the audit log failed: %s", exc)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("the audit writer's last checkpoint failed: %s", exc)
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
         self._conn.close()
         self._wal.close()
 

@@ -532,3 +532,17 @@ def test_many_records_at_once_each_in_the_trail_when_its_append_returns(tmp_path
 
     assert all(asyncio.run(write()))
     assert audit_verify(path, key.private_key.public_key()).records == 300
+
+
+def test_a_clean_stop_signs_the_head_so_a_later_cut_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "broker.db"
+    key = AgentCredentials.generate("broker-audit")
+    key.save(tmp_path / "audit.key")
+    _append(path, [_record(n) for n in range(1, 6)], tmp_path / "audit.key")  # then it stops
+    assert audit_verify(path, key.private_key.public_key()).ok
+
+    with sqlite3.connect(audit_database(path)) as conn:
+        conn.execute("DELETE FROM audit WHERE seq > 3")
+
+    verdict = audit_verify(path, key.private_key.public_key())
+    assert verdict.problem is not None and "records 4 to 5 are gone" in verdict.problem
