@@ -1,12 +1,13 @@
 """The broker's end of the audit writer (``broker.audit_writer``): records go out in batches,
 acknowledgements come back, and each waiting caller is answered.
 
-Everything appended during one turn of the event loop leaves as one batch (one pickle, one
-write to the pipe); the loop does no SQL, hashing or fsync for the audit. A record appended
-with ``durable=False`` is answered once committed, the others once fsynced (with durability
-``fsync``). If the writer fails a batch, its callers get ``StoreError``; if the writer stops,
-every caller still waiting does, and the next record starts a new writer (the chain goes on
-from what was committed).
+One batch is in flight at a time: records appended meanwhile gather into the next (one pickle,
+one write to the pipe), which leaves when the writer has answered for the one before (under
+load, no sooner than GATHER_S after it). The loop does no SQL, hashing or fsync for the audit.
+A record appended with ``durable=False`` is answered once committed, the others once fsynced
+(with durability ``fsync``). If the writer fails a batch, its callers get ``StoreError``; if
+the writer stops, every caller still waiting does, and the next record starts a new writer
+(the chain goes on from what was committed).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ GATHER_S = 0.002
 
 
 class _Outgoing:
-    """The batch being gathered in this turn of the loop, and who waits for it."""
+    """The batch being gathered (or in flight), and who waits for it."""
 
     def __init__(self, batch_id: int, loop: asyncio.AbstractEventLoop) -> None:
         self.batch_id = batch_id

@@ -2,7 +2,7 @@
 
 Why a process: chaining, inserting, committing and fsyncing every record on the broker's one
 event loop took about a quarter of its CPU (BENCHMARKS.md). Here that work runs on another core,
-and it batches by itself: whatever arrived while one transaction committed goes into the next.
+as a low-priority batch job, one transaction for whatever the broker has sent since the last.
 The broker (``broker.audit_pipe``) sends batches of records on this process's stdin and waits
 for the acknowledgement on its stdout; nothing else can write to those pipes.
 
