@@ -26,7 +26,6 @@ import logging
 import os
 import pickle
 import signal
-import sqlite3
 import struct
 import sys
 import time
@@ -36,36 +35,22 @@ from pathlib import Path
 from typing import Any
 
 from broker.store import (
-    AUDIT_COLUMNS,
-    AUDIT_MIGRATIONS,
-    BUSY_TIMEOUT_S,
     STEP_EVENTS,
+    WAL_CHECKPOINT_COMMITS,
+    AuditLedger,
     AuditRow,
-    WalSync,
-    connect,
-    migrate,
+    StoreError,
     record_hash,
 )
 
 log = logging.getLogger("broker.audit_writer")
 
 CHECKPOINT_EVERY = 1000  # records; and at least every checkpoint_interval (settings)
-# Copy the log into the database every this many commits (SQLite's own automatic checkpoint
-# is off: it would run inside a commit; here it runs between them).
-WAL_CHECKPOINT_COMMITS = 200
 WRITER_NICENESS = 10  # a lower priority than the broker's (see _yield_to_the_broker)
 FRAME = struct.Struct("!I")  # the length of each pickled batch on the way in
 ACK = struct.Struct("!QBH")  # batch id, level, length of the error text that follows
 FAILED, COMMITTED, DURABLE = 0, 1, 2
 
-_INSERT_AUDIT = (
-    f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "  # noqa: S608 (constant column names)
-    f"VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})"
-)
-_INSERT_CHECKPOINT = (
-    "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, ts_ms, kind, key_id, signature) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
 Signer = Callable[[int, str, int], tuple[str, str]]
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
@@ -120,17 +105,14 @@ def encode_ack(batch_id: int, level: int, error: str = "") -> bytes:
 class Chain:
     """The head of the hash chain and the checkpoint schedule (this process owns both)."""
 
-    def __init__(self, conn: sqlite3.Connection, signer: Signer | None) -> None:
+    def __init__(self, ledger: AuditLedger, signer: Signer | None) -> None:
         self._signer = signer
-        last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        mark = conn.execute(
-            "SELECT seq, head_hash, ts_ms FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-        self.seq, self.head = (int(last[0]), str(last[1])) if last else (0, "")
-        if mark and int(mark[0]) > self.seq:  # everything was pruned: go on from the anchor
-            self.seq, self.head = int(mark[0]), str(mark[1])
-        self.since_checkpoint = self.seq - (int(mark[0]) if mark else 0)
-        self.last_checkpoint_ms = int(mark[2]) if mark else int(time.time() * 1000)
+        last, mark = ledger.head()
+        self.seq, self.head = last or (0, "")
+        if mark and mark[0] > self.seq:  # everything was pruned: go on from the anchor
+            self.seq, self.head = mark[0], mark[1]
+        self.since_checkpoint = self.seq - (mark[0] if mark else 0)
+        self.last_checkpoint_ms = mark[2] if mark else int(time.time() * 1000)
 
     def link(self, values: Sequence[Any]) -> tuple[Any, ...]:
         """A record's values with its seq, the previous hash and its own hash."""
@@ -149,12 +131,12 @@ class Chain:
         now = int(time.time() * 1000)
         return after_s is not None and now - self.last_checkpoint_ms >= after_s * 1000
 
-    def checkpoint(self, conn: sqlite3.Connection, kind: str = "periodic") -> None:
+    def checkpoint(self, ledger: AuditLedger, kind: str = "periodic") -> None:
         """Sign the head, inside the current transaction."""
         assert self._signer is not None
         now = int(time.time() * 1000)
         key_id, signature = self._signer(self.seq, self.head, now)
-        conn.execute(_INSERT_CHECKPOINT, (self.seq, self.head, now, kind, key_id, signature))
+        ledger.insert_checkpoint(self.seq, self.head, now, kind, key_id, signature)
         self.since_checkpoint, self.last_checkpoint_ms = 0, now
 
     def state(self) -> tuple[int, str, int, int]:
@@ -172,11 +154,8 @@ class Writer:
         self, database: Path, durability: str, signer: Signer | None, calls_log: int | None = None
     ) -> None:
         self._calls_log = calls_log  # where each request's JSON line goes (the broker: stderr)
-        self._conn = connect(database, busy_timeout=BUSY_TIMEOUT_S)
-        migrate(self._conn, AUDIT_MIGRATIONS)
-        self._conn.execute("PRAGMA wal_autocheckpoint=0")
-        self._chain = Chain(self._conn, signer)
-        self._wal = WalSync(Path(f"{database}-wal"))
+        self._ledger = AuditLedger(database)
+        self._chain = Chain(self._ledger, signer)
         self._fsync = durability == "fsync"
         self._commits = 0
 
@@ -192,20 +171,16 @@ class Writer:
         send(b"".join(encode_ack(b.batch_id, done) for b in batches))
         if waiting:
             try:
-                self._wal.sync()
-            except OSError as exc:
-                failed = f"fsync of the audit log failed: {exc}"
-                send(b"".join(encode_ack(b.batch_id, FAILED, failed) for b in waiting))
+                self._ledger.sync()
+            except StoreError as exc:
+                send(b"".join(encode_ack(b.batch_id, FAILED, str(exc)) for b in waiting))
             else:
                 send(b"".join(encode_ack(b.batch_id, DURABLE) for b in waiting))
         self._log(rows)
         self._commits += 1
-        if self._commits >= WAL_CHECKPOINT_COMMITS:
+        if self._commits >= WAL_CHECKPOINT_COMMITS:  # the log copied between commits
             self._commits = 0
-            try:  # copy the log into the database; a failure only lets the log grow
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error as exc:
-                log.warning("checkpoint of the audit log failed, will retry: %s", exc)
+            self._ledger.copy_log()
 
     def _log(self, rows: list[tuple[Any, ...]]) -> None:
         if self._calls_log is None:
@@ -219,19 +194,18 @@ class Writer:
         """The records as chained and committed, or what went wrong."""
         before = self._chain.state()
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            rows = [self._chain.link(values) for b in batches for values in b.rows]
-            if rows:
-                self._conn.executemany(_INSERT_AUDIT, rows)
-            after = min((b.checkpoint_after for b in batches if b.checkpoint_after), default=None)
-            if self._chain.checkpoint_due(after):
-                self._chain.checkpoint(self._conn)
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+            with self._ledger.transaction():
+                rows = [self._chain.link(values) for b in batches for values in b.rows]
+                if rows:
+                    self._ledger.insert(rows)
+                after = min(
+                    (b.checkpoint_after for b in batches if b.checkpoint_after), default=None
+                )
+                if self._chain.checkpoint_due(after):
+                    self._chain.checkpoint(self._ledger)
+        except StoreError as exc:
             self._chain.restore(before)
-            with contextlib.suppress(sqlite3.Error):  # nothing was open
-                self._conn.execute("ROLLBACK")
-            return f"database write failed: {exc}"
+            return str(exc)
         return rows
 
     def close(self) -> None:
@@ -239,17 +213,13 @@ class Writer:
         broker never runs again), copy the log into the database, close."""
         try:
             if self._chain.checkpoint_due(0.0):
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._chain.checkpoint(self._conn, "stop")
-                self._conn.execute("COMMIT")
-                self._wal.sync()
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except (sqlite3.Error, OSError) as exc:
+                with self._ledger.transaction():
+                    self._chain.checkpoint(self._ledger, "stop")
+                self._ledger.sync()
+        except StoreError as exc:
             log.warning("the audit writer's last checkpoint failed: %s", exc)
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("ROLLBACK")
-        self._conn.close()
-        self._wal.close()
+        self._ledger.copy_log()
+        self._ledger.close()
 
 
 def serve(writer: Writer, source: int, sink: int) -> None:
@@ -318,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log_to = sys.stderr.fileno() if args.log_calls else None
         writer = Writer(args.database, args.durability, _signer(args.key), log_to)
-    except (sqlite3.Error, OSError, ValueError) as exc:
+    except (StoreError, OSError, ValueError) as exc:
         log.error("cannot open the audit database %s: %s", args.database, exc)
         return 1
     try:

@@ -201,6 +201,79 @@ def audit_database(database: Path) -> Path:
     return database.with_name("audit.db")
 
 
+_INSERT_CHECKPOINT = (
+    "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, ts_ms, kind, key_id, signature) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class AuditLedger:
+    """audit.db as the audit writer uses it (the chain's logic is the writer's, its SQL is
+    here with all the rest): where the chain ends, records and checkpoints written in one
+    transaction, the log fsynced and copied into the database. Failures become StoreError."""
+
+    def __init__(self, database: Path) -> None:
+        path = audit_database(database)
+        try:
+            self._conn = connect(path, busy_timeout=BUSY_TIMEOUT_S)
+            migrate(self._conn, AUDIT_MIGRATIONS)
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")  # copy_log, between commits
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the audit database {path}: {exc}") from None
+        self._wal = WalSync(Path(f"{path}-wal"))
+
+    def head(self) -> tuple[tuple[int, str] | None, tuple[int, str, int] | None]:
+        """(seq, hash) of the last record and (seq, head hash, ts_ms) of the last checkpoint."""
+        last = self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        mark = self._conn.execute(
+            "SELECT seq, head_hash, ts_ms FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+        )
+        record, checkpoint = last.fetchone(), mark.fetchone()
+        return (
+            (int(record[0]), str(record[1])) if record else None,
+            (int(checkpoint[0]), str(checkpoint[1]), int(checkpoint[2])) if checkpoint else None,
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, rolled back (StoreError) if any of it fails."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(self._conn)
+            raise StoreError(f"database write failed: {exc}") from None
+
+    def insert(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Chained records (every column, hash last), inside a transaction."""
+        self._conn.executemany(_INSERT_AUDIT, rows)
+
+    def insert_checkpoint(
+        self, seq: int, head_hash: str, ts_ms: int, kind: str, key_id: str, signature: str
+    ) -> None:
+        """A signed checkpoint, inside a transaction."""
+        self._conn.execute(_INSERT_CHECKPOINT, (seq, head_hash, ts_ms, kind, key_id, signature))
+
+    def sync(self) -> None:
+        """fsync the log: what is committed is then on disk."""
+        try:
+            self._wal.sync()
+        except OSError as exc:
+            raise StoreError(f"fsync of the audit log failed: {exc}") from None
+
+    def copy_log(self) -> None:
+        """Copy the log into the database (a failure only lets the log grow: logged)."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("copying the audit log into its database failed, will retry: %s", exc)
+
+    def close(self) -> None:
+        self._conn.close()
+        self._wal.close()
+
+
 def prepare_audit_database(database: Path) -> None:
     """Create or migrate the audit database (the broker does this at start)."""
     conn = connect(audit_database(database))
@@ -250,6 +323,11 @@ STEP_EVENTS = ("received", "decided")
 _AUDIT_COLUMNS = AuditRow._fields
 AUDIT_COLUMNS = _AUDIT_COLUMNS  # the table's order: what record_hash covers, hash last
 _CHAINED = len(_AUDIT_COLUMNS) - 3  # the broker supplies all but seq, prev_hash and hash
+# The column names are constants and every value is bound: no injection path.
+_INSERT_AUDIT = (
+    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
+)
 
 
 _CANONICAL = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # made once: cheaper
@@ -298,8 +376,10 @@ def _move_audit_out(conn: sqlite3.Connection) -> None:
                         chunk,
                     )
             destination.execute("COMMIT")
-        finally:
+        except sqlite3.Error:
             _rollback(destination)
+            raise
+        finally:
             destination.close()
     conn.execute("DROP TABLE audit")
     conn.execute("DROP TABLE audit_checkpoints")
@@ -505,21 +585,19 @@ class Store:
         full disk, a read-only or locked database, fails by then; the fsync follows with the
         next durable record). Writes to this database still pending (budget use, taint: nobody
         waits for them) are committed first, so they too are kept before the call goes on."""
-        if self._audit is None:
-            raise StoreError("the database is closed")
-        record = self._audit.append(row[:_CHAINED], durable=durable)
+        record = self.queue_audit(row, durable=durable)
         if self._pending or self._flush is not None:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._enqueue(_Pending(future, work=_nothing, committed_only=not durable))
             await future  # a failed batch fails the call; the record goes on alone
         await record
 
-    def queue_audit(self, row: AuditRow) -> asyncio.Future[None]:
+    def queue_audit(self, row: AuditRow, *, durable: bool = False) -> asyncio.Future[None]:
         """Send a record with the next batch without waiting: the future is done once it is
-        committed (await it before relying on it)."""
+        committed (or, with ``durable``, on disk); await it before relying on it."""
         if self._audit is None:
             raise StoreError("the database is closed")
-        return self._audit.append(row[:_CHAINED], durable=False)
+        return self._audit.append(row[:_CHAINED], durable=durable)
 
     async def checkpoint_if_due(self, interval_s: float) -> None:
         """A signed checkpoint when records came in since the last one and ``interval_s``

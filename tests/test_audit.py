@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker import errors
 from broker.audit import Signer, prune
 from broker.audit import verify as audit_verify
-from broker.audit_writer import WAL_CHECKPOINT_COMMITS
 from broker.cli import main
 from broker.client import ApprovalPending, ToolError
 from broker.identity import AgentCredentials
 from broker.store import (
     AUDIT_COLUMNS,
     MIGRATIONS,
+    WAL_CHECKPOINT_COMMITS,
     AuditRow,
     Store,
     audit_database,
