@@ -12,18 +12,20 @@ past the end. Pruning keeps a signed checkpoint at the cut, so what remains stil
 from __future__ import annotations
 
 import base64
-import sqlite3
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.errors import ConfigError
 from broker.identity import AgentCredentials
-from broker.store import AUDIT_COLUMNS, audit_database, record_hash
+from broker.store import (
+    AUDIT_COLUMNS,
+    audit_chain,
+    audit_checkpoint_rows,
+    prune_audit,
+    record_hash,
+)
 
 AUDIT_AGENT = "broker-audit"
 
@@ -103,12 +105,7 @@ class Verdict:
 
 def checkpoints(database: Path) -> list[Checkpoint]:
     """Every checkpoint, oldest first."""
-    with _connect(database) as conn:
-        rows = conn.execute(
-            "SELECT seq, head_hash, ts_ms, kind, key_id, signature FROM audit_checkpoints "
-            "ORDER BY seq"
-        ).fetchall()
-    return [Checkpoint(*row) for row in rows]
+    return [Checkpoint(*row) for row in audit_checkpoint_rows(database)]
 
 
 def verify(
@@ -135,7 +132,7 @@ def verify(
     by_seq = {m.seq: m for m in marks}
     count = 0
     last_seq = expected_seq - 1
-    for row in _rows(database, expected_seq):
+    for row in audit_chain(database, expected_seq):
         seq = row[AUDIT_COLUMNS.index("seq")]
         if seq != expected_seq:
             return Verdict(
@@ -179,54 +176,8 @@ def verify(
 def prune(database: Path, before_ms: int, signer: Signer) -> tuple[int, Checkpoint | None]:
     """Remove records older than ``before_ms``, leaving a signed checkpoint (an anchor) at the
     last one removed, so the rest still verifies; (records removed, the anchor)."""
-    conn = sqlite3.connect(audit_database(database), isolation_level=None, timeout=30)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        cut = conn.execute(
-            "SELECT seq, hash FROM audit WHERE ts_ms < ? ORDER BY seq DESC LIMIT 1", (before_ms,)
-        ).fetchone()
-        if cut is None:
-            conn.execute("ROLLBACK")
-            return 0, None
-        seq, head = int(cut[0]), str(cut[1])
-        now = int(time.time() * 1000)
-        key_id, signature = signer(seq, head, now)
-        conn.execute(
-            "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, ts_ms, kind, key_id, "
-            "signature) VALUES (?, ?, ?, 'prune', ?, ?)",
-            (seq, head, now, key_id, signature),
-        )
-        removed = conn.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount
-        conn.execute("DELETE FROM audit_checkpoints WHERE seq < ?", (seq,))
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        conn.execute("ROLLBACK")
-        raise ConfigError(str(database), f"cannot prune: {exc}") from None
-    finally:
-        conn.close()
-    return removed, Checkpoint(seq, head, now, "prune", key_id, signature)
-
-
-def _rows(database: Path, from_seq: int) -> Iterator[tuple[object, ...]]:
-    with _connect(database) as conn:
-        cursor = conn.execute(
-            f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit WHERE seq >= ? ORDER BY seq",  # noqa: S608
-            (from_seq,),
-        )
-        yield from cursor
-
-
-class _connect:
-    """A read-only connection to the audit database beside ``database``."""
-
-    def __init__(self, database: Path) -> None:
-        self.database = audit_database(database)
-
-    def __enter__(self) -> sqlite3.Connection:
-        if not self.database.exists():
-            raise ConfigError(str(self.database), "no audit database here")
-        self.conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
-        return self.conn
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.close()
+    removed, anchor = prune_audit(database, before_ms, signer)
+    if anchor is None:
+        return removed, None
+    seq, head, ts_ms, key_id, signature = anchor
+    return removed, Checkpoint(seq, head, ts_ms, "prune", key_id, signature)

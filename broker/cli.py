@@ -29,10 +29,12 @@ from broker.identity import AgentCredentials
 from broker.policy.commands import add_policy_commands
 from broker.policy.model import AGENT_ID
 from broker.settings import load_settings
+from broker.store import StoreError
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_TOOL_ERROR = 3
+EXIT_DATABASE = 4  # a database could not be read or written (missing, locked, full)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.retry_after is not None:
             print(f"retry after: {exc.retry_after:.3g}s", file=sys.stderr)
         return EXIT_REFUSED
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
     except KeyboardInterrupt:
         return 130
 

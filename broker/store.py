@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ Durability = Literal["fsync", "process"]
 # Writes run on the event loop, and a call waits for its audit record: a locked database must
 # fail fast (the caller gets AUDIT_UNAVAILABLE), not hold everything up.
 BUSY_TIMEOUT_S = 0.2
+# A prune (from the command line) waits this long for the audit writer, which holds its lock for
+# milliseconds at a time, before it gives up and says the database is locked.
+PRUNE_BUSY_TIMEOUT_S = 2.0
 # Copy the log into the database every this many commits: SQLite's default is every 1,000
 # pages, and a commit here writes a few.
 WAL_CHECKPOINT_COMMITS = 200
@@ -272,6 +276,65 @@ class AuditLedger:
     def close(self) -> None:
         self._conn.close()
         self._wal.close()
+
+
+def audit_checkpoint_rows(database: Path) -> list[tuple[int, str, int, str, str, str]]:
+    """Every signed checkpoint beside ``database`` (seq, head_hash, ts_ms, kind, key_id,
+    signature), oldest first, on a read-only connection."""
+    with _reader(audit_database(database)) as conn:
+        try:
+            return conn.execute(
+                "SELECT seq, head_hash, ts_ms, kind, key_id, signature FROM audit_checkpoints "
+                "ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the audit checkpoints: {exc}") from None
+
+
+def audit_chain(database: Path, from_seq: int) -> Iterator[tuple[Any, ...]]:
+    """The records from ``from_seq`` on (every column, hash last), in chain order, streamed
+    (a verify of millions of records holds one at a time)."""
+    with _reader(audit_database(database)) as conn:
+        try:
+            yield from conn.execute(_SELECT_AUDIT + "WHERE seq >= ? ORDER BY seq", (from_seq,))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the audit trail: {exc}") from None
+
+
+Sign = Callable[[int, str, int], tuple[str, str]]  # (seq, head hash, ts_ms) -> key id, signature
+
+
+def prune_audit(
+    database: Path, before_ms: int, sign: Sign
+) -> tuple[int, tuple[int, str, int, str, str] | None]:
+    """Delete the records older than ``before_ms`` and the checkpoints before the cut, in one
+    transaction that leaves a signed "prune" checkpoint (an anchor) at the last record removed;
+    (records removed, the anchor as seq, head_hash, ts_ms, key_id, signature)."""
+    path = audit_database(database)
+    if not path.exists():  # connecting would make an empty one
+        raise _no_database(path)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=PRUNE_BUSY_TIMEOUT_S)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        cut = conn.execute(
+            "SELECT seq, hash FROM audit WHERE ts_ms < ? ORDER BY seq DESC LIMIT 1", (before_ms,)
+        ).fetchone()
+        if cut is None:
+            _rollback(conn)
+            return 0, None
+        seq, head = int(cut[0]), str(cut[1])
+        now = int(time.time() * 1000)
+        key_id, signature = sign(seq, head, now)
+        conn.execute(_INSERT_CHECKPOINT, (seq, head, now, "prune", key_id, signature))
+        removed = conn.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount
+        conn.execute("DELETE FROM audit_checkpoints WHERE seq < ?", (seq,))
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(conn)
+        raise StoreError(f"cannot prune the audit trail: {exc}") from None
+    finally:
+        conn.close()
+    return removed, (seq, head, now, key_id, signature)
 
 
 def prepare_audit_database(database: Path) -> None:
@@ -981,6 +1044,8 @@ class _reader:
         self.path = path
 
     def __enter__(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            raise _no_database(self.path)
         try:
             self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
         except sqlite3.Error as exc:
@@ -1076,6 +1141,10 @@ def _run_job(conn: sqlite3.Connection, item: _Pending) -> tuple[bool, Any]:
         return False, exc
     conn.execute("RELEASE job")
     return True, None if item.sql else result
+
+
+def _no_database(path: Path) -> StoreError:
+    return StoreError(f"there is no database at {path} (has the broker run here?)")
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -188,6 +188,38 @@ def test_prune_keeps_a_signed_anchor_so_the_rest_verifies(
     assert f"record {first} was changed" in out
 
 
+def test_a_prune_that_cannot_write_says_so_and_removes_nothing(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = read_audit(ws.database)
+    config = ["--config", str(ws.root / "broker.yaml")]
+    holder = sqlite3.connect(audit_database(ws.database), isolation_level=None)
+    holder.execute("PRAGMA busy_timeout=0")
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the audit database
+    try:
+        code = main(["audit", "prune", "--before", _iso(before[-1].ts_ms + 1), *config])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "cannot prune the audit trail: database is locked" in err
+    assert "Traceback" not in err
+    assert read_audit(ws.database) == before
+    assert verify(ws, capsys)[0] == 0
+
+
+def test_a_query_where_the_audit_database_is_gone_says_so(
+    ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{audit_database(ws.database)}{suffix}").unlink(missing_ok=True)
+    code = main(["audit", "query", "--config", str(ws.root / "broker.yaml")])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert f"there is no database at {audit_database(ws.database)}" in err
+
+
 def _iso(ms: int) -> str:
     from datetime import UTC, datetime
 
