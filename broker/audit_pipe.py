@@ -27,6 +27,9 @@ STOP_TIMEOUT_S = 10.0  # the writer finishes what it has, then exits when its in
 # Under load (the last batch had LOAD_ROWS records or more) a batch gathers records for up to
 # GATHER_S after the one before left: fewer, bigger transactions (fewer fsyncs, commits and
 # wake-ups on both sides) for a little latency. When the broker is quiet, records leave at once.
+# Measured at 16 (BENCHMARKS.md): 1 ms meant more transactions and more CPU on both sides, 4 ms
+# waits long enough that the loop runs out of calls to serve; 2 and 3 ms were alike. uvloop's
+# timers count whole milliseconds (a 2.5 ms timer fires after 2), so only whole values differ.
 LOAD_ROWS = 4
 GATHER_S = 0.002
 
