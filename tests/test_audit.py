@@ -300,6 +300,14 @@ def test_each_step_is_a_record_with_its_facts(ws: Workspace, trail: dict[str, An
     )
     assert json.loads(arrived.arguments) == {"id": "1", "amount": 5}
     assert arrived.key_id and len(arrived.args_digest) == 64
+    # an approved call's execution records the arguments that ran (as stored for approval)
+    assert json.loads(story["executed"].arguments) == {"id": "1", "amount": 5}
+    # a call that runs at once keeps them once, in the record of its arrival
+    read = {r.event: r for r in read_audit(ws.database, trail["read"])}
+    assert list(read) == ["received", "decided", "executed"]
+    assert json.loads(read["received"].arguments) == {"supplier": "A"}
+    assert read["decided"].arguments == read["executed"].arguments == ""
+    assert len(read["executed"].args_digest) == 64  # and the digest names them
     assert story["executed"].result_size == len('{"ok": true}')
     assert len(story["executed"].result_digest) == 64
     assert story["decided"].cost == 1

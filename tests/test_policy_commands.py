@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from broker.cli import main
+from broker.policy.check import check_folders
 from broker.policy.commands import SCHEMAS, json_schema
+from broker.policy.replay import replay
+from broker.store import read_audit
 from broker.testing import FakeUpstream, Reply, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -323,6 +327,38 @@ def test_replay_lists_the_calls_whose_decision_would_change(
     )
     assert small.call_id not in out
     assert "3 call(s) re-decided since 1h, 2 would change" in err
+
+
+def test_replay_finds_the_arguments_of_a_call_that_arrived_before_its_window(
+    ws: Workspace, upstream: FakeUpstream
+) -> None:
+    credentials = ws.agent("payer", grants=["invoices.list"])
+
+    def slowly(request: object) -> Reply:
+        time.sleep(0.2)  # the call's final record comes 200 ms after its arrival
+        return Reply(body={"ok": True})
+
+    upstream.respond = slowly
+    with ws.broker() as broker, broker.client(credentials) as client:
+        call_id = client.call("invoices.list", {"supplier": "ACME"}).call_id
+    story = {row.event: row for row in read_audit(ws.database, call_id)}
+    assert story["executed"].arguments == ""  # kept in the received record only
+    # a window that starts after the call arrived and before it ended
+    since_ms = story["received"].ts_ms + 100
+    assert story["executed"].ts_ms >= since_ms
+    stricter = ws.root / "stricter"
+    shutil.copytree(ws.root / "policies", stricter)
+    policy = yaml.safe_load((stricter / "payer.yaml").read_text())
+    policy["grants"] = [{"tool": "invoices.list", "where": {"supplier": {"one_of": ["Other"]}}}]
+    (stricter / "payer.yaml").write_text(yaml.safe_dump(policy))
+    policies = check_folders(stricter, ws.root / "tools").policy_set()
+
+    report = replay(ws.database, policies, since_ms)
+
+    assert (report.decided, report.skipped) == (1, 0)
+    (changed,) = report.changed
+    assert changed.row.call_id == call_id
+    assert changed.now.reason == "ARGUMENT_NOT_ALLOWED"
 
 
 def test_schemas_ship_with_the_code_and_are_current() -> None:

@@ -55,16 +55,27 @@ def replay(database: Path, policies: PolicySet, since_ms: int) -> ReplayReport:
     """Re-decide every call recorded since ``since_ms``; list those whose decision changes."""
     decided = skipped = 0
     changed: list[Replayed] = []
-    for row in read_audit(database, since_ms=since_ms):
+    rows = read_audit(database, since_ms=since_ms)
+    sent = {row.call_id: row.arguments for row in rows if row.event == "received"}
+    for row in rows:
         was = recorded_outcome(row)
         if was is None:
             continue
-        if not row.arguments and row.args_digest:
+        arguments = row.arguments or sent.get(row.call_id)
+        if arguments is None:  # the call arrived before ``since_ms``
+            arguments = _sent(database, row.call_id)
+        if not arguments and row.args_digest:
             skipped += 1
             continue
-        decision = policies.decide(row.agent, row.tool, row.arguments)
+        decision = policies.decide(row.agent, row.tool, arguments)
         decided += 1
         now = decision.outcome if decision.outcome != "deny" else f"deny {decision.reason}"
         if now != was:
             changed.append(Replayed(row, was, decision))
     return ReplayReport(decided, changed, skipped)
+
+
+def _sent(database: Path, call_id: str) -> str:
+    """The arguments a call's ``received`` record kept ("" if none: too large, or no record)."""
+    received = [row for row in read_audit(database, call_id) if row.event == "received"]
+    return received[0].arguments if received else ""

@@ -132,6 +132,9 @@ def audit_row(
     request = call.request
     arguments = request.arguments_json  # protobuf makes a new str at every read
     detail: dict[str, object]
+    # the arguments as sent go in the `received` record; later records repeat them only when
+    # that record is not in the trail (the call failed before it, or it could not be written)
+    sent = event == "received" or (event != "decided" and not _in_trail(call.received))
     if event in STEP_EVENTS:
         decision, reason, detail = "allowed" if event == "decided" else event, "", {}
     else:
@@ -160,11 +163,21 @@ def audit_row(
         latency_us=(time.perf_counter_ns() - call.started_ns) // 1000,
         policy_hash=call.snapshot.policies.digest,
         detail=_COMPACT.encode(detail) if detail else "{}",
-        arguments=arguments if len(arguments) <= MAX_ARGUMENTS else "",
+        arguments=arguments if sent and len(arguments) <= MAX_ARGUMENTS else "",
         event=event,
         cost=call.action.spec.cost if event == "decided" and call.action else 0,
         result_digest=hashlib.sha256(result).hexdigest() if result else "",
         result_size=len(result),
+    )
+
+
+def _in_trail(record: asyncio.Future[None] | None) -> bool:
+    """True when a queued record was written."""
+    return (
+        record is not None
+        and record.done()
+        and not record.cancelled()
+        and record.exception() is None
     )
 
 
