@@ -39,6 +39,7 @@ from broker.store import (
     WAL_CHECKPOINT_COMMITS,
     AuditLedger,
     AuditRow,
+    Sign,
     StoreError,
     record_hash,
 )
@@ -51,7 +52,6 @@ FRAME = struct.Struct("!I")  # the length of each pickled batch on the way in
 ACK = struct.Struct("!QBH")  # batch id, level, length of the error text that follows
 FAILED, COMMITTED, DURABLE = 0, 1, 2
 
-Signer = Callable[[int, str, int], tuple[str, str]]
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -105,7 +105,7 @@ def encode_ack(batch_id: int, level: int, error: str = "") -> bytes:
 class Chain:
     """The head of the hash chain and the checkpoint schedule (this process owns both)."""
 
-    def __init__(self, ledger: AuditLedger, signer: Signer | None) -> None:
+    def __init__(self, ledger: AuditLedger, signer: Sign | None) -> None:
         self._signer = signer
         last, mark = ledger.head()
         self.seq, self.head = last or (0, "")
@@ -151,7 +151,7 @@ class Writer:
     """Writes batches: one transaction for everything that arrived together."""
 
     def __init__(
-        self, database: Path, durability: str, signer: Signer | None, calls_log: int | None = None
+        self, database: Path, durability: str, signer: Sign | None, calls_log: int | None = None
     ) -> None:
         self._calls_log = calls_log  # where each request's JSON line goes (the broker: stderr)
         self._ledger = AuditLedger(database)
@@ -264,7 +264,7 @@ def _yield_to_the_broker() -> None:
         os.nice(WRITER_NICENESS)
 
 
-def _signer(key_file: Path | None) -> Signer | None:
+def _signer(key_file: Path | None) -> Sign | None:
     if key_file is None:
         return None
     from broker.audit import Signer as KeySigner  # the key's code, only when signing
