@@ -492,12 +492,13 @@ def test_a_sleeper_is_killed_at_the_timeout_with_everything_it_started(host_dir:
     script = """if True:
         import subprocess, sys, time
         marker, folder = sys.argv[1], sys.argv[2]
+        # children that would outlive the test by far: the timeout (1.5 s) must kill them all
         sleep = [sys.executable, "-c", "import time; time.sleep(1000)", marker]
         for _ in range(3):
             subprocess.Popen(sleep)
         subprocess.Popen(sleep, start_new_session=True)  # as a daemon would
         open(folder + "/started", "w").close()
-        time.sleep(1000)
+        time.sleep(1000)  # the script itself too: the timeout ends it
     """
     spec = SandboxSpec(timeout=1.5, read_write=(str(host_dir),))
 
