@@ -428,6 +428,26 @@ def test_no_call_runs_when_the_database_turns_read_only(
         assert client.call("invoices.list", {"supplier": "z"}).state == "DONE"  # recovers
 
 
+def test_no_call_runs_while_another_process_holds_the_audit_database_locked(
+    ws: Workspace, upstream: FakeUpstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = _agent(ws)
+    with ws.broker() as broker, broker.client(agent) as client:
+        assert client.call("invoices.list", {}).state == "DONE"
+        # a backup tool or a careless `sqlite3 audit.db` holding the write lock: the writer
+        # waits its busy timeout, then gives up, and the calls stop before their tools
+        holder = sqlite3.connect(audit_database(ws.database), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            _audit_is_refused(client, upstream)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert client.call("invoices.list", {"supplier": "z"}).state == "DONE"  # recovers
+    # the refused batches were rolled back whole: the chain has no gap where they were
+    assert verify(ws, capsys)[0] == 0
+
+
 def test_the_database_log_stays_bounded_and_every_record_stays(tmp_path: Path) -> None:
     # SQLite's own checkpoints are off (they would run inside a commit); the audit writer
     # must keep the write-ahead log from growing with every commit (~20 KB each).

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from broker.cli import main
 from broker.report import daily, render
 from broker.store import AuditRow, Store, audit_database
-from broker.testing import Workspace
+from broker.testing import FakeSlack, Workspace
 
 DAY = date(2026, 11, 20)
 HOUR = 3_600_000
@@ -215,3 +217,51 @@ def test_the_command_with_budgets_from_the_policies(
         main(["report", "daily", "--config", str(ws.root / "broker.yaml"), "--date", "yesterday"])
         == 2
     )
+
+
+def test_the_digest_is_posted_to_slack_with_the_stored_token(
+    ws: Workspace,
+    database: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = str(ws.root / "broker.yaml")
+    (ws.root / "data").mkdir()
+    database.rename(ws.database)
+    audit_database(database).rename(audit_database(ws.database))
+    monkeypatch.setenv("BROKER_MASTER_KEY", base64.b64encode(b"m" * 32).decode())
+    with FakeSlack() as slack:
+        slack_section = {"api_url": slack.api_url, "channel": "C-DIGEST"}
+        ws.settings(http_listen="127.0.0.1:0", slack=slack_section)
+        monkeypatch.setattr("sys.stdin", io.StringIO("xoxb-digest-token"))
+        assert main(["secrets", "set", "slack-bot-token", "--config", config]) == 0
+        code = main(["report", "daily", "--config", config, "--date", "2026-11-20", "--post"])
+    assert code == 0
+    (post,) = [call for call in slack.calls if call.method == "chat.postMessage"]
+    assert post.token == "xoxb-digest-token"
+    assert post.payload["channel"] == "C-DIGEST"
+    assert "burner" in post.payload["text"]
+    assert "calls: 12" in post.payload["text"]
+    assert "posted to Slack" in capsys.readouterr().err
+
+
+def test_posting_without_slack_configured_says_what_is_missing(
+    ws: Workspace, database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws.settings()
+    (ws.root / "data").mkdir()
+    database.rename(ws.database)
+    audit_database(database).rename(audit_database(ws.database))
+    code = main(
+        [
+            "report",
+            "daily",
+            "--config",
+            str(ws.root / "broker.yaml"),
+            "--date",
+            "2026-11-20",
+            "--post",
+        ]
+    )
+    assert code == 2
+    assert "no slack section to post to" in capsys.readouterr().err
