@@ -1,5 +1,6 @@
 """make bench: what the audit trail costs (the same broker with and without its audit stages,
-side by side) and how fast `broker audit verify` walks 1,000,000 records."""
+side by side; on the machine as it is, then beside a process keeping half a core busy) and how
+fast `broker audit verify` walks 1,000,000 records."""
 
 from __future__ import annotations
 
@@ -124,6 +125,8 @@ async def throughput(rounds: int, total: int) -> dict[str, list[Round]]:
 
 
 def table_rows(machine_state: str, results: dict[str, list[Round]]) -> list[str]:
+    """The two rows (with, without) of one machine state: medians of the rounds."""
+
     def median(variant: str, field: str) -> float:
         return statistics.median(getattr(r, field) for r in results[variant])
 
