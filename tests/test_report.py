@@ -161,6 +161,13 @@ def database(tmp_path: Path) -> Path:
     return tmp_path / "broker.db"
 
 
+def _move_into(ws: Workspace, database: Path) -> None:
+    """Put the fixture's databases where the workspace's config looks for them."""
+    (ws.root / "data").mkdir()
+    database.rename(ws.database)
+    audit_database(database).rename(audit_database(ws.database))  # the trail lives beside it
+
+
 def test_the_figures_of_a_known_day(database: Path) -> None:
     burner, steady = daily(database, DAY)
     assert burner.agent == "burner"
@@ -203,9 +210,7 @@ def test_the_command_with_budgets_from_the_policies(
     )
     ws.agent("burner", grants=["t.read"], limits={"cost_per_day": 40, "calls_per_day": 100})
     ws.settings()
-    (ws.root / "data").mkdir()
-    database.rename(ws.database)
-    audit_database(database).rename(audit_database(ws.database))  # the trail lives beside it
+    _move_into(ws, database)
     code = main(
         ["report", "daily", "--config", str(ws.root / "broker.yaml"), "--date", "2026-11-20"]
     )
@@ -226,9 +231,7 @@ def test_the_digest_is_posted_to_slack_with_the_stored_token(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = str(ws.root / "broker.yaml")
-    (ws.root / "data").mkdir()
-    database.rename(ws.database)
-    audit_database(database).rename(audit_database(ws.database))
+    _move_into(ws, database)
     monkeypatch.setenv("BROKER_MASTER_KEY", base64.b64encode(b"m" * 32).decode())
     with FakeSlack() as slack:
         slack_section = {"api_url": slack.api_url, "channel": "C-DIGEST"}
@@ -249,9 +252,7 @@ def test_posting_without_slack_configured_says_what_is_missing(
     ws: Workspace, database: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ws.settings()
-    (ws.root / "data").mkdir()
-    database.rename(ws.database)
-    audit_database(database).rename(audit_database(ws.database))
+    _move_into(ws, database)
     code = main(
         [
             "report",
