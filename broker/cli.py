@@ -21,15 +21,16 @@ import uvloop
 
 from broker import errors
 from broker.client import BrokerClient, ToolError, pretty
-from broker.commands.admin import add_admin_commands
-from broker.commands.audit import add_audit_commands
-from broker.commands.report import add_report_commands
-from broker.commands.secrets import add_secret_commands
-from broker.identity import AgentCredentials
-from broker.policy.commands import add_policy_commands
+from broker.commands.audit_commands import add_audit_commands
+from broker.commands.operator_commands import add_admin_commands
+from broker.commands.policy_commands import add_policy_commands
+from broker.commands.report_commands import add_report_commands
+from broker.commands.secret_commands import add_secret_commands
 from broker.policy.model import AGENT_ID
+from broker.server import Broker
 from broker.settings import load_settings
-from broker.store import StoreError
+from broker.signing import AgentCredentials
+from broker.storage.records import StoreError
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
@@ -172,8 +173,6 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from broker.server import Broker
-
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -29,7 +29,7 @@ import grpc
 from grpc import aio
 
 from broker import errors, jsonexact
-from broker.identity import AgentCredentials
+from broker.signing import AgentCredentials
 from broker.v1 import broker_pb2 as pb
 
 SERVICE = "/broker.v1.ToolBroker/"

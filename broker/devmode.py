@@ -11,9 +11,10 @@ import secrets
 import time
 from pathlib import Path
 
-from broker.identity import AgentCredentials, RegisteredKey
-from broker.secrets import SecretBox
-from broker.store import SecretTable
+from broker.identity import RegisteredKey
+from broker.signing import AgentCredentials
+from broker.storage.interfaces import StateStore
+from broker.vault import SecretBox
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +52,15 @@ def ensure_master_key_file(path: Path) -> bytes:
     return base64.b64decode(path.read_text(encoding="ascii").strip())
 
 
-def ensure_secret(database: Path, master_key: bytes, name: str, value: str | None = None) -> str:
+async def ensure_secret(
+    state: StateStore, master_key: bytes, name: str, value: str | None = None
+) -> str:
     """The value of secret ``name``, stored (``value``, or a random one) if it is not set."""
     box = SecretBox(master_key)
-    table = SecretTable.open(database)
-    try:
-        for row in table.rows():
-            if row.name == name:
-                return box.open(row).decode()
-        value = value or secrets.token_urlsafe(24)
-        nonce, ciphertext = box.seal(name, value.encode())
-        table.put(name, nonce, ciphertext, int(time.time() * 1000), replace=False)
-        return value
-    finally:
-        table.close()
+    for row in await state.secrets.rows():
+        if row.name == name:
+            return box.open(row).decode()
+    value = value or secrets.token_urlsafe(24)
+    nonce, ciphertext = box.seal(name, value.encode())
+    await state.secrets.put(name, nonce, ciphertext, int(time.time() * 1000), replace=False)
+    return value

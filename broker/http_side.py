@@ -54,7 +54,8 @@ class HttpSide:
         return web.json_response({"status": "serving"})
 
     async def _scrape(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.render(), content_type="text/plain", charset="utf-8")
+        body = await self._metrics.render()
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def _interaction(self, request: web.Request) -> web.Response:
         assert self._slack is not None

@@ -1,4 +1,5 @@
-"""Who is calling: agent keys, signed envelopes, the time window and the replay guard.
+"""Who is calling: the broker's side of a signed request (keys in force, the signature, the
+time window, the replay guard). The agent's side is ``broker.signing``.
 
 An agent signs the exact bytes of a serialized ``Envelope`` with Ed25519. The broker looks up the
 key id, checks the signature over those bytes, and only then parses them. Every failure has its
@@ -7,25 +8,30 @@ own reason, so an operator can tell a clock problem from a forgery.
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import re
-import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
 from broker import errors
 from broker.policy import AgentKey, PolicySet
-from broker.store import Store
+from broker.signing import AgentCredentials, now_ms
+from broker.storage.interfaces import AuditReader
 from broker.v1 import broker_pb2 as pb
+
+__all__ = [  # AgentCredentials and now_ms live in broker.signing; named here for callers
+    "AgentCredentials",
+    "KeyRegistry",
+    "RegisteredKey",
+    "ReplayGuard",
+    "Verified",
+    "now_ms",
+    "verify_envelope",
+]
 
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{22,128}={0,2}$")
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -67,21 +73,26 @@ class KeyRegistry:
 class ReplayGuard:
     """Nonces accepted inside the time window.
 
-    They are checked in memory; their durable copy is the audit row of the request that used
-    them, committed before its answer leaves. After a restart the guard reloads the nonces of
-    recent audit rows. (A hard crash while a request is still running loses that request's row
-    and so its nonce; writes are protected separately by their idempotency intent row.)
+    They are checked in memory; their durable copy is the audit record of the request that
+    used them (its ``received`` record, committed before the call goes on). After a restart the
+    guard reloads the nonces of recent audit records. (A hard crash while a request is still
+    running loses that request's record and so its nonce; writes are protected separately by
+    their idempotency intent row.)
     """
 
-    def __init__(self, store: Store, window_ms: int) -> None:
-        self._window_ms = window_ms
-        # A nonce recorded at t has issued_at >= t - window, so it goes stale by t + 2 windows.
-        now = now_ms()
-        recent = store.recent_nonces(now - 2 * window_ms)
-        self._seen = {nonce: ts + 2 * window_ms for nonce, ts in recent.items()}
+    def __init__(self, seen: dict[str, int], now: int) -> None:
+        self._seen = seen  # nonce -> when it goes stale (ms)
         self._next_prune_ms = now + 10_000
 
-    def claim(self, nonce: str, expires_at_ms: int, now: int) -> bool:
+    @classmethod
+    async def load(cls, audit: AuditReader, window_ms: int) -> ReplayGuard:
+        """A guard that remembers the nonces the audit trail recorded inside the window."""
+        # A nonce recorded at t has issued_at >= t - window, so it goes stale by t + 2 windows.
+        now = now_ms()
+        recent = await audit.recent_nonces(now - 2 * window_ms)
+        return cls({nonce: ts + 2 * window_ms for nonce, ts in recent.items()}, now)
+
+    async def claim(self, nonce: str, expires_at_ms: int, now: int) -> bool:
         """True the first time ``nonce`` is seen; False for a replay."""
         if nonce in self._seen:
             return False
@@ -105,7 +116,7 @@ class Verified:
         return self.key.agent
 
 
-def verify_envelope(
+async def verify_envelope(
     signed: pb.SignedRequest,
     body: str,
     keys: KeyRegistry,
@@ -115,7 +126,8 @@ def verify_envelope(
     replay: ReplayGuard,
     now: int,
 ) -> Verified:
-    """Check a SignedRequest meant for the RPC whose envelope body is ``body``.
+    """Check a SignedRequest meant for the RPC whose envelope body is ``body``, and claim its
+    nonce last (a request refused for another reason does not use it up).
 
     Order matters: nothing in the payload is parsed before its signature has been checked.
     """
@@ -163,7 +175,7 @@ def verify_envelope(
         raise errors.MalformedEnvelope(
             "nonce must be at least 16 random bytes, hex or base64url (at most 128 characters)"
         )
-    if not replay.claim(envelope.nonce, envelope.issued_at_ms + window_ms, now):
+    if not await replay.claim(envelope.nonce, envelope.issued_at_ms + window_ms, now):
         raise errors.ReplayedNonce(
             "this nonce was already used; every request needs a fresh nonce and signature"
         )
@@ -181,70 +193,3 @@ def _parse(payload: bytes) -> pb.Envelope:
     if not envelope.agent:
         raise errors.MalformedEnvelope("the envelope names no agent")
     return envelope
-
-
-def now_ms() -> int:
-    """Unix time in milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-# -- the signing side: agents, the SDK and tests ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class AgentCredentials:
-    """What an agent signs with: its id, its key id and its private key."""
-
-    agent: str
-    key_id: str
-    private_key: Ed25519PrivateKey
-
-    @classmethod
-    def generate(cls, agent: str, key_id: str | None = None) -> AgentCredentials:
-        """A fresh key pair; the key id defaults to ``<agent>-<yyyy-mm>-<random>``."""
-        key_id = key_id or f"{agent}-{datetime.now(UTC):%Y-%m}-{secrets.token_hex(3)}"
-        return cls(agent, key_id, Ed25519PrivateKey.generate())
-
-    @property
-    def public_key_b64(self) -> str:
-        """Base64 of the raw public key, as a policy file writes it."""
-        return base64.b64encode(self.private_key.public_key().public_bytes_raw()).decode()
-
-    def sign(self, envelope: pb.Envelope) -> pb.SignedRequest:
-        """Serialize ``envelope`` once and sign exactly those bytes."""
-        payload = envelope.SerializeToString()
-        return pb.SignedRequest(
-            payload=payload, key_id=self.key_id, signature=self.private_key.sign(payload)
-        )
-
-    def envelope(self, audience: str) -> pb.Envelope:
-        """A new envelope with a fresh nonce and the current time; set its body before signing."""
-        return pb.Envelope(
-            agent=self.agent,
-            audience=audience,
-            nonce=secrets.token_urlsafe(18),
-            issued_at_ms=now_ms(),
-        )
-
-    def save(self, path: Path) -> None:
-        """Write the key file with mode 0600 (refuses to overwrite an existing file)."""
-        data = {
-            "agent": self.agent,
-            "key_id": self.key_id,
-            "ed25519_private": base64.b64encode(self.private_key.private_bytes_raw()).decode(),
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-
-    @classmethod
-    def load(cls, path: Path) -> AgentCredentials:
-        """Read a key file written by ``save`` (``broker keygen``)."""
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            raw = base64.b64decode(data["ed25519_private"], validate=True)
-            return cls(data["agent"], data["key_id"], Ed25519PrivateKey.from_private_bytes(raw))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a broker key file ({exc.__class__.__name__})") from None

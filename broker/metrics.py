@@ -6,13 +6,13 @@ stage; upstream statuses; rate-limit hits; pending approvals; budget use. Served
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from broker.store import AuditRow
+from broker.storage.records import AuditRow
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _RATE_REASONS = ("RATE_LIMITED", "UPSTREAM_RATE_LIMITED")
@@ -55,6 +55,7 @@ class Metrics:
         self.pending = Gauge(
             "toolbroker_pending_approvals", "Calls waiting for a human.", registry=self.registry
         )
+        self._pending_count: Callable[[], Awaitable[int]] | None = None
         self._counters: dict[tuple[object, ...], Counter] = {}  # labels() once per label set
         self.budget = Gauge(
             "toolbroker_budget_used_ratio",
@@ -91,12 +92,14 @@ class Metrics:
         """A budget's use changed."""
         self.budget.labels(scope).set(ratio)
 
-    def pending_from(self, count: Callable[[], int]) -> None:
-        """Read the number of pending calls when scraped."""
-        self.pending.set_function(lambda: float(count()))
+    def pending_from(self, count: Callable[[], Awaitable[int]]) -> None:
+        """Where to read the number of pending calls when scraped."""
+        self._pending_count = count
 
-    def render(self) -> bytes:
-        """The exposition text."""
+    async def render(self) -> bytes:
+        """The exposition text (the pending calls counted now)."""
+        if self._pending_count is not None:
+            self.pending.set(await self._pending_count())
         return generate_latest(self.registry)
 
 

@@ -22,23 +22,27 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from broker import errors
-from broker.adapters.command import CommandAdapter
-from broker.adapters.http import HttpAdapter
+from broker.adapters.command_adapter import CommandAdapter
+from broker.adapters.http_adapter import HttpAdapter
 from broker.approvals.admin import AdminStage, admin_keys
 from broker.approvals.notify import CliNotifier
 from broker.approvals.service import Approvals, Freezes, Notifier
 from broker.approvals.slack import SlackInteractions, SlackNotifier
 from broker.approvals.socket_mode import SlackSocketMode
-from broker.audit import audit_key, audit_key_path
+from broker.approvals.stored_calls import PENDING
+from broker.audit.checkpoints import audit_key, audit_key_path
+from broker.audit.pipe import AuditPipe
+from broker.audit.trail import AuditTrail
 from broker.http_side import HttpSide
-from broker.identity import KeyRegistry, ReplayGuard, now_ms
+from broker.identity import KeyRegistry, ReplayGuard
 from broker.limits.budgets import Budgets
-from broker.limits.circuit import Circuits
-from broker.limits.loops import LoopDetector
+from broker.limits.circuit_breakers import Circuits
+from broker.limits.loop_detector import DAY_MS, LoopDetector
 from broker.limits.rates import Limiters
 from broker.metrics import Metrics
 from broker.pipeline import (
     ADMIN_STAGES,
+    APPROVED_GIVEN,
     APPROVED_STAGES,
     AWAIT_STAGES,
     CALL_STAGES,
@@ -50,10 +54,10 @@ from broker.pipeline import (
     Stage,
     build_pipeline,
 )
-from broker.secrets import SecretBox, Vault, load_master_key
 from broker.settings import BrokerSettings
+from broker.signing import now_ms
 from broker.snapshot import Snapshot, load_snapshot
-from broker.stages.audit import AuditStage, DecidedStage, ReceivedStage
+from broker.stages.audit_records import AuditStage, DecidedStage, ReceivedStage
 from broker.stages.await_call import AwaitStage
 from broker.stages.budget import BudgetStage
 from broker.stages.circuit import CircuitStage
@@ -69,11 +73,14 @@ from broker.stages.loops import LoopStage
 from broker.stages.ratelimit import RateLimitStage
 from broker.stages.redact import RedactStage
 from broker.stages.retry import RetryStage
-from broker.stages.untrusted import UntrustedStage
+from broker.stages.untrusted_output import UntrustedStage
 from broker.stages.validate import ValidateStage
 from broker.stages.verify import VerifyStage
-from broker.store import Store, StoreError
+from broker.storage.backend import audit_path, audit_reader, state_store
+from broker.storage.interfaces import AuditReader, StateStore
+from broker.storage.records import StoreError
 from broker.v1 import broker_pb2 as pb
+from broker.vault import SecretBox, Vault, load_master_key
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +126,12 @@ class Broker:
         self.port = 0
         self.http_port = 0
         self._lock = DataDirLock(settings.data_dir)
-        self._store = Store(settings.database, durability=settings.durability)
+        self._state: StateStore = state_store(settings)
+        self._audit_reader: AuditReader = audit_reader(settings)
+        self._trail: AuditTrail | None = None
         self._server: aio.Server | None = None
         self._http = HttpAdapter()
         self._command = CommandAdapter(settings.bwrap)
-        self._vault: Vault | None = None
         self._approvals: Approvals | None = None
         self._slack: SlackNotifier | None = None
         self._http_side: HttpSide | None = None
@@ -154,60 +162,77 @@ class Broker:
         admin = admin_keys(self.settings)
         audit_key(self.settings.data_dir)  # made on first start
         try:
-            self._store.open(audit_key=audit_key_path(self.settings.data_dir), log_calls=True)
-            await self._store.start_audit_writer()
+            await self._state.open()
+            self._trail = await self._start_audit_writer()
         except StoreError as exc:
             raise errors.ConfigError(str(self.settings.database), str(exc)) from None
-        self._vault = Vault(self._store, SecretBox(master_key) if master_key else None)
+        vault = Vault(self._state.secrets, SecretBox(master_key) if master_key else None)
         if master_key is None:
             log.warning(
                 "no master key: the broker is sealed; calls that need a credential "
                 "will fail with SEALED"
             )
-        self._approvals = self._build_approvals(self._vault)
-        stages = self._build_stages(self._approvals, self._vault, admin)
-        self.metrics.pending_from(lambda: len(self._store.calls_where("state = ?", ("pending",))))
-        self._approvals.run_approved = build_pipeline(
-            APPROVED_STAGES, stages, self.metrics.stage_time
+        freezes = Freezes(self._state.freezes)
+        await freezes.load()
+        stages = self._build_stages(self._trail, vault, freezes)
+        approved = build_pipeline(
+            APPROVED_STAGES, stages, self.metrics.stage_time, given=APPROVED_GIVEN
         )
+        self._approvals = self._build_approvals(vault, freezes, approved)
+        stages.update(await self._approval_stages(self._approvals, admin))
+        self.metrics.pending_from(lambda: self._state.calls.count(PENDING))
         self._server = self._build_server(stages)
         await self._serve_health(self._server)
         self.port = self._bind(self._server)
         await self._server.start()
         interactions = None
         if self._slack is not None:
-            interactions = SlackInteractions(self._slack, self._approvals, self._vault)
+            interactions = SlackInteractions(self._slack, self._approvals, vault)
             if self._slack.settings.socket_mode:
-                self._socket = SlackSocketMode(self._slack.settings, self._vault, interactions)
+                self._socket = SlackSocketMode(self._slack.settings, vault, interactions)
                 await self._socket.start()
                 interactions = None  # clicks come over the socket, not over HTTP
         if self.settings.http_listen:
             host, _, port = self.settings.http_listen.rpartition(":")
             self._http_side = HttpSide(host, int(port), interactions, self.metrics)
             self.http_port = await self._http_side.start()
-        self._approvals.recover(now_ms())
+        await self._approvals.recover(now_ms())
         loop = asyncio.get_running_loop()
         interval = self.settings.approval_timer_interval
         self._tasks.append(loop.create_task(self._approvals.run_timers(interval)))
-        self._tasks.append(loop.create_task(self._checkpoints()))
+        self._tasks.append(loop.create_task(self._checkpoints(self._trail)))
         if self.settings.reload_interval > 0:
             self._tasks.append(loop.create_task(self._watch_files()))
 
-    def _build_approvals(self, vault: Vault) -> Approvals:
+    async def _start_audit_writer(self) -> AuditTrail:
+        """The audit writer process, started now (it takes a few hundred ms) so that the first
+        record need not wait; it signs checkpoints with the audit key and logs each request's
+        JSON line on stderr (the broker's, not a tool's)."""
+        pipe = AuditPipe(
+            audit_path(self.settings),
+            self.settings.durability,
+            audit_key_path(self.settings.data_dir),
+            log_calls=True,
+        )
+        trail = AuditTrail(pipe, self._state.settle)
+        await trail.start()
+        return trail
+
+    def _build_approvals(self, vault: Vault, freezes: Freezes, run_approved: Handler) -> Approvals:
         notifier: Notifier = CliNotifier()
         if self.settings.slack is not None:
-            self._slack = SlackNotifier(self.settings.slack, vault)
+            self._slack = SlackNotifier(self.settings.slack, vault, self._state.calls)
             notifier = self._slack
-        approvals = Approvals(
-            self._store,
-            Freezes(self._store),
+        assert self._trail is not None
+        return Approvals(
+            self._state.calls,
+            self._trail,
+            freezes,
             notifier,
             self._current,
+            run_approved,
             max_wait_s=self.settings.await_max_wait,
         )
-        if self._slack is not None:
-            self._slack.approvals = approvals
-        return approvals
 
     def _current(self) -> Snapshot:
         assert self.snapshot is not None
@@ -229,13 +254,13 @@ class Broker:
                 log.info("policy set %s in force", snapshot.policies.digest[:12])
             return True
 
-    async def _checkpoints(self) -> None:
+    async def _checkpoints(self, trail: AuditTrail) -> None:
         """Sign the audit chain's head every audit_checkpoint_interval while it grows."""
         interval = self.settings.audit_checkpoint_interval
         while True:
             await asyncio.sleep(min(interval, 5.0))
             try:
-                await self._store.checkpoint_if_due(interval)
+                await trail.checkpoint_if_due(interval)
             except StoreError as exc:
                 log.error("audit checkpoint failed: %s", exc)
 
@@ -272,37 +297,47 @@ class Broker:
         if self._slack is not None:
             await self._slack.close()
         await self._http.close()
-        await self._store.close()
+        await self._state.close()  # queued writes commit before the last records go out
+        if self._trail is not None:
+            await self._trail.close()
+        await self._audit_reader.close()
         self._lock.release()
 
-    def _build_stages(
-        self, approvals: Approvals, vault: Vault, admin: KeyRegistry
-    ) -> dict[str, Stage]:
-        window_ms = int(self.settings.request_window * 1000)
-        replay = ReplayGuard(self._store, window_ms)
-        audience = self.settings.broker_id
+    def _build_stages(self, trail: AuditTrail, vault: Vault, freezes: Freezes) -> dict[str, Stage]:
+        """The stages that do not need the approvals service (the approved calls' pipeline is
+        built from these)."""
         return {
-            "audit": AuditStage(self._store, self.metrics.observe),
-            "received": ReceivedStage(self._store),
-            "decided": DecidedStage(self._store),
-            "verify": VerifyStage(audience, window_ms, replay),
-            "verify_admin": VerifyStage(audience, window_ms, replay, keys=lambda call: admin),
-            "freeze": FreezeStage(approvals.freezes),
+            "audit": AuditStage(trail, self.metrics.observe),
+            "received": ReceivedStage(trail),
+            "decided": DecidedStage(trail),
+            "freeze": FreezeStage(freezes),
             "grant": GrantStage(),
             "validate": ValidateStage(),
             "constrain": ConstrainStage(),
-            "idempotency": IdempotencyStage(approvals),
-            "loops": LoopStage(LoopDetector(self._store, now_ms()), approvals),
-            "budget": BudgetStage(Budgets(self._store, approvals.alert, self.metrics.budget_used)),
             "ratelimit": RateLimitStage(Limiters()),
             "retry": RetryStage(),
             "circuit": CircuitStage(Circuits()),
-            "confirm": ConfirmStage(approvals),
-            "journal": JournalStage(self._store),
+            "journal": JournalStage(self._state.calls),
             "redact": RedactStage(vault),
-            "untrusted": UntrustedStage(self._store),
+            "untrusted": UntrustedStage(self._state.taint),
             "execute": ExecuteStage(self._http, self._command, vault),
             "list_tools": ListToolsStage(),
+        }
+
+    async def _approval_stages(self, approvals: Approvals, admin: KeyRegistry) -> dict[str, Stage]:
+        """The stages that verify requests and the ones that ask, decide or wait for humans."""
+        window_ms = int(self.settings.request_window * 1000)
+        replay = await ReplayGuard.load(self._audit_reader, window_ms)
+        history = await self._audit_reader.attempts(now_ms() - DAY_MS)
+        audience = self.settings.broker_id
+        budgets = Budgets(self._state.budgets, approvals.alert, self.metrics.budget_used)
+        return {
+            "verify": VerifyStage(audience, window_ms, replay),
+            "verify_admin": VerifyStage(audience, window_ms, replay, keys=lambda call: admin),
+            "idempotency": IdempotencyStage(approvals),
+            "loops": LoopStage(LoopDetector(history, now_ms()), approvals),
+            "budget": BudgetStage(budgets),
+            "confirm": ConfirmStage(approvals, self._state.taint),
             "await": AwaitStage(approvals),
             "admin": AdminStage(approvals),
         }

@@ -36,9 +36,11 @@ from aiohttp import WSMsgType, web
 
 from broker.approvals.admin import admin_key_path
 from broker.client import AdminClient, ApprovalPending, BrokerClient, ToolResult
-from broker.identity import AgentCredentials
 from broker.server import Broker
 from broker.settings import BrokerSettings, load_settings
+from broker.signing import AgentCredentials
+from broker.storage.records import AuditRow
+from broker.storage.sqlite_audit import read_audit_rows
 
 
 @dataclass(frozen=True)
@@ -429,6 +431,12 @@ class RunningBroker:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def read_audit(database: Path, call_id: str | None = None) -> list[AuditRow]:
+    """The audit records beside a broker's database (or one call's), in chain order: what a
+    test asserts on, read while the broker runs or after it stopped."""
+    return read_audit_rows(database, call_id)
 
 
 def await_decision(client: BrokerClient, call_id: str, seconds: float = 10.0) -> ToolResult:

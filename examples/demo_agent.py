@@ -18,8 +18,8 @@ from pathlib import Path
 from broker import errors
 from broker.client import ApprovalPending, BrokerClient
 from broker.devmode import dev_key_path
-from broker.identity import AgentCredentials
 from broker.settings import load_settings
+from broker.signing import AgentCredentials
 from broker.v1 import broker_pb2 as pb
 
 HERE = Path(__file__).resolve().parent

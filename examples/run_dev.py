@@ -18,10 +18,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from broker.commands.storage_access import with_state
 from broker.devmode import dev_key_path, ensure_master_key_file, ensure_secret
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings, load_settings
-from broker.store import StoreError
+from broker.storage.records import StoreError
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,7 +47,7 @@ def prepare(settings: BrokerSettings) -> str:
     key's value goes to the example upstream only (agents never see it)."""
     assert settings.master_key_file is not None
     master_key = ensure_master_key_file(settings.master_key_file)
-    return ensure_secret(settings.database, master_key, "invoices-dev-key")
+    return with_state(settings, lambda state: ensure_secret(state, master_key, "invoices-dev-key"))
 
 
 def _interrupt(signum: int, frame: object) -> None:

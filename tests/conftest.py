@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from broker.client import BrokerClient
-from broker.identity import AgentCredentials
+from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, RunningBroker, Workspace
 
 INVOICE_ACTIONS: dict[str, Any] = {

@@ -11,9 +11,8 @@ import pytest
 
 from broker import errors
 from broker.client import ApprovalPending, BrokerClient
-from broker.identity import AgentCredentials
-from broker.store import read_audit
-from broker.testing import FakeUpstream, Reply, Workspace, await_decision
+from broker.signing import AgentCredentials
+from broker.testing import FakeUpstream, Reply, Workspace, await_decision, read_audit
 
 PAY = {"id": "INV-1", "amount": 120}
 

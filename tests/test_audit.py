@@ -20,23 +20,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker import errors
-from broker.audit import Signer, prune
-from broker.audit import verify as audit_verify
+from broker.audit.checkpoints import Signer
 from broker.cli import main
 from broker.client import ApprovalPending, ToolError
-from broker.identity import AgentCredentials
-from broker.store import (
-    AUDIT_COLUMNS,
-    MIGRATIONS,
-    WAL_CHECKPOINT_COMMITS,
-    AuditRow,
-    Store,
-    audit_database,
-    migrate,
-    read_audit,
-    record_hash,
-)
-from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
+from broker.signing import AgentCredentials
+from broker.storage.group_commit import WAL_CHECKPOINT_COMMITS
+from broker.storage.records import AUDIT_COLUMNS, AuditRow, record_hash
+from broker.storage.sqlite_connection import migrate
+from broker.storage.sqlite_schema import MIGRATIONS, audit_database
+from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace, read_audit
+from tests.trail_helpers import append as _append
+from tests.trail_helpers import opened_trail, prune_at
+from tests.trail_helpers import verify_at as audit_verify
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
 
@@ -457,13 +452,11 @@ def test_the_database_log_stays_bounded_and_every_record_stays(tmp_path: Path) -
     row = _record(1)
 
     async def write() -> int:
-        store = Store(path, durability="process")
-        store.open()
         largest = 0
-        for _ in range(commits):  # one commit each: the worst case for the log
-            await store.append_audit(row)
-            largest = max(largest, os.stat(log).st_size)
-        await store.close()
+        async with opened_trail(path) as trail:
+            for _ in range(commits):  # one commit each: the worst case for the log
+                await trail.append(row)
+                largest = max(largest, os.stat(log).st_size)
         return largest
 
     largest = asyncio.run(write())
@@ -493,17 +486,6 @@ def _record(n: int) -> AuditRow:
         arguments="{}",
         event="executed",
     )
-
-
-def _append(path: Path, rows: list[AuditRow], key: Path | None = None) -> None:
-    async def write() -> None:
-        store = Store(path, durability="process")
-        store.open(audit_key=key)
-        for row in rows:
-            await store.append_audit(row)
-        await store.close()
-
-    asyncio.run(write())
 
 
 def test_an_older_database_hands_its_trail_to_the_audit_database(tmp_path: Path) -> None:
@@ -538,7 +520,7 @@ def test_a_chain_pruned_to_nothing_goes_on_from_its_anchor(tmp_path: Path) -> No
     key = AgentCredentials.generate("broker-audit")
     key.save(key_file)
     _append(path, [_record(n) for n in (1, 2, 3)], key_file)
-    removed, anchor = prune(path, 1_800_000_000_000, Signer(key))
+    removed, anchor = prune_at(path, 1_800_000_000_000, Signer(key))
     assert (removed, anchor and anchor.seq) == (3, 3)
 
     _append(path, [_record(4)], key_file)  # a new writer, an empty table
@@ -551,7 +533,7 @@ def test_a_writer_that_dies_is_replaced_and_no_answer_leaves_unrecorded(
     ws: Workspace, upstream: FakeUpstream, capsys: pytest.CaptureFixture[str]
 ) -> None:
     agent = ws.agent("reader", grants=["invoices.list"], limits=NO_LOOPS)
-    writer = f"broker.audit_writer --database {audit_database(ws.database)}"
+    writer = f"broker.audit.writer --database {audit_database(ws.database)}"
     answered, refused = [], 0
     with ws.broker() as broker, broker.client(agent) as client:
         answered.append(client.call("invoices.list", {}).call_id)
@@ -577,18 +559,14 @@ def test_many_records_at_once_each_in_the_trail_when_its_append_returns(tmp_path
     key.save(tmp_path / "audit.key")
 
     async def write() -> list[bool]:
-        store = Store(path, durability="fsync")
-        store.open(audit_key=tmp_path / "audit.key")
+        async with opened_trail(path, tmp_path / "audit.key", "fsync") as trail:
 
-        async def one(n: int) -> bool:
-            await asyncio.sleep(n % 7 / 1000)  # arrive spread over a few milliseconds
-            await store.append_audit(_record(n), durable=n % 3 != 0)
-            return [r.call_id for r in read_audit(path, f"c{n}")] == [f"c{n}"]
+            async def one(n: int) -> bool:
+                await asyncio.sleep(n % 7 / 1000)  # arrive spread over a few milliseconds
+                await trail.append(_record(n), durable=n % 3 != 0)
+                return [r.call_id for r in read_audit(path, f"c{n}")] == [f"c{n}"]
 
-        try:
             return await asyncio.gather(*(one(n) for n in range(300)))
-        finally:
-            await store.close()
 
     assert all(asyncio.run(write()))
     assert audit_verify(path, key.private_key.public_key()).records == 300

@@ -10,9 +10,9 @@ import pytest
 
 from broker import errors
 from broker.client import AsyncBrokerClient, BrokerClient, ToolError
-from broker.identity import AgentCredentials
-from broker.store import audit_database, read_audit
-from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
+from broker.signing import AgentCredentials
+from broker.storage.sqlite_schema import audit_database
+from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace, read_audit
 
 
 def test_a_good_read_reaches_the_upstream_and_returns_done(

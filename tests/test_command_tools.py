@@ -15,7 +15,7 @@ import pytest
 from broker import errors
 from broker.cli import main
 from broker.client import ToolError
-from broker.identity import AgentCredentials
+from broker.signing import AgentCredentials
 from broker.testing import RunningBroker, Workspace
 
 ROOT = Path(__file__).resolve().parent.parent

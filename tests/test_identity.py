@@ -10,9 +10,8 @@ import pytest
 
 from broker import errors
 from broker.client import BrokerClient
-from broker.identity import AgentCredentials, now_ms
-from broker.store import read_audit
-from broker.testing import FakeUpstream, RunningBroker, Workspace
+from broker.signing import AgentCredentials, now_ms
+from broker.testing import FakeUpstream, RunningBroker, Workspace, read_audit
 from broker.v1 import broker_pb2 as pb
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from broker import errors
 from broker.client import ToolError
-from broker.identity import AgentCredentials
+from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, Workspace
 
 READ = {

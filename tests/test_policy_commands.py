@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from broker.cli import main
+from broker.commands.policy_commands import SCHEMAS, json_schema
+from broker.commands.storage_access import with_audit
 from broker.policy.check import check_folders
-from broker.policy.commands import SCHEMAS, json_schema
 from broker.policy.replay import replay
-from broker.store import read_audit
-from broker.testing import FakeUpstream, Reply, Workspace
+from broker.testing import FakeUpstream, Reply, Workspace, read_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -353,7 +353,7 @@ def test_replay_finds_the_arguments_of_a_call_that_arrived_before_its_window(
     (stricter / "payer.yaml").write_text(yaml.safe_dump(policy))
     policies = check_folders(stricter, ws.root / "tools").policy_set()
 
-    report = replay(ws.database, policies, since_ms)
+    report = with_audit(ws.database, lambda audit: replay(audit, policies, since_ms))
 
     assert (report.decided, report.skipped) == (1, 0)
     (changed,) = report.changed

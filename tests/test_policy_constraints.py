@@ -12,8 +12,7 @@ from broker import errors
 from broker.client import ApprovalPending, BrokerClient, ToolError
 from broker.policy.check import check_folders
 from broker.policy.evaluate import Decision, PolicySet, outside_values
-from broker.store import read_audit
-from broker.testing import FakeUpstream, Reply, Workspace
+from broker.testing import FakeUpstream, Reply, Workspace, read_audit
 
 SCHEMA = {
     "type": "object",

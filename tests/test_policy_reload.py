@@ -8,9 +8,8 @@ import pytest
 import yaml
 
 from broker import errors
-from broker.identity import AgentCredentials
-from broker.store import read_audit
-from broker.testing import FakeUpstream, Workspace
+from broker.signing import AgentCredentials
+from broker.testing import FakeUpstream, Workspace, read_audit
 
 
 def _policy(credentials: AgentCredentials, grants: list[str]) -> str:

@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
-from broker.report import daily, render
-from broker.store import AuditRow, Store, audit_database
+from broker.digest import AgentDay, render
+from broker.digest import daily as daily_of
+from broker.storage.records import AuditRow
+from broker.storage.sqlite_audit import SqliteAuditReader
+from broker.storage.sqlite_schema import audit_database
 from broker.testing import FakeSlack, Workspace
+from tests.trail_helpers import opened_trail
 
 DAY = date(2026, 11, 20)
 HOUR = 3_600_000
@@ -149,16 +153,24 @@ def fixture_rows() -> list[AuditRow]:
 
 @pytest.fixture
 def database(tmp_path: Path) -> Path:
-    store = Store(tmp_path / "broker.db", durability="process")
-    store.open()
-
     async def write() -> None:
-        for row in fixture_rows():
-            await store.append_audit(row)
-        await store.close()
+        async with opened_trail(tmp_path / "broker.db") as trail:
+            for row in fixture_rows():
+                await trail.append(row)
 
     asyncio.run(write())
     return tmp_path / "broker.db"
+
+
+def daily(database: Path, day: date) -> list[AgentDay]:
+    async def read() -> list[AgentDay]:
+        reader = SqliteAuditReader(database)
+        try:
+            return await daily_of(reader, day)
+        finally:
+            await reader.close()
+
+    return asyncio.run(read())
 
 
 def _move_into(ws: Workspace, database: Path) -> None:

@@ -19,9 +19,8 @@ from broker.cli import main
 from broker.client import ToolError
 from broker.errors import ConfigError
 from broker.policy.check import check_folders
-from broker.secrets import RECHECK_S
-from broker.store import read_audit
-from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace
+from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace, read_audit
+from broker.vault import RECHECK_S
 
 SECRET = "s3cr3t-Value/with+chars=="
 MASTER = base64.b64encode(b"k" * 32).decode()

@@ -15,7 +15,7 @@ import pytest
 from broker import errors
 from broker.cli import main
 from broker.client import ApprovalPending, BrokerClient
-from broker.identity import AgentCredentials
+from broker.signing import AgentCredentials
 from broker.testing import (
     FakeSlack,
     FakeSlackSocket,

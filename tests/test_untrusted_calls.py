@@ -10,7 +10,7 @@ import pytest
 
 from broker import errors
 from broker.client import ApprovalPending
-from broker.identity import AgentCredentials
+from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace
 
 ATTACKER = "mallory@evil.example"

@@ -9,12 +9,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker import errors
-from broker.approvals.records import PENDING, UNKNOWN
 from broker.approvals.service import Approvals
-from broker.identity import AgentCredentials, KeyRegistry, RegisteredKey, now_ms
+from broker.approvals.stored_calls import PENDING, UNKNOWN
+from broker.identity import KeyRegistry, RegisteredKey
 from broker.pipeline import Call, Handler, Outcome
 from broker.settings import BrokerSettings
-from broker.store import CallRecord
+from broker.signing import AgentCredentials, now_ms
+from broker.storage.records import CallRecord
 from broker.v1 import broker_pb2 as pb
 
 LOCAL_ADMIN = "local-admin"
@@ -41,11 +42,13 @@ def admin_keys(settings: BrokerSettings) -> KeyRegistry:
 class AdminStage:
     """Carries out one admin request; every one is audited by the stage around it."""
 
+    needs = frozenset({"verified"})
+    provides = frozenset[str]()
+
     def __init__(self, approvals: Approvals) -> None:
         self._approvals = approvals
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.verified is not None
         envelope = call.verified.envelope
         by = f"admin:{call.agent}"
         if call.rpc == "freeze":
@@ -75,20 +78,16 @@ class AdminStage:
             return Outcome(
                 reply=pb.ApprovalList(
                     calls=[
-                        _pending(r) for r in self._listed(envelope.list_approvals.include_decided)
+                        _pending(r)
+                        for r in await self._listed(envelope.list_approvals.include_decided)
                     ]
                 )
             )
         raise errors.MethodMismatch(f"no admin RPC '{call.rpc}'")
 
-    def _listed(self, include_decided: bool) -> list[CallRecord]:
-        store = self._approvals.store
-        if include_decided:
-            since = now_ms() - 86_400_000
-            return store.calls_where(
-                "why != '' AND (state IN (?, ?) OR updated_ms >= ?)", (PENDING, UNKNOWN, since)
-            )
-        return store.calls_where("state IN (?, ?)", (PENDING, UNKNOWN))
+    async def _listed(self, include_decided: bool) -> list[CallRecord]:
+        since = now_ms() - 86_400_000 if include_decided else 0
+        return await self._approvals.calls.in_states((PENDING, UNKNOWN), updated_since_ms=since)
 
 
 def _target(agent: str, everyone: bool) -> str:

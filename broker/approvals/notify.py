@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from broker.policy import Policy
-from broker.store import CallRecord
+from broker.storage.records import CallRecord
 
 log = logging.getLogger(__name__)
 

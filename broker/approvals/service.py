@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from broker import errors
-from broker.approvals.records import (
+from broker.approvals.stored_calls import (
     APPROVED,
     CANCELLED,
     DENIED,
@@ -32,12 +32,15 @@ from broker.approvals.records import (
     encode_error,
     new_record,
 )
-from broker.identity import RegisteredKey, Verified, now_ms
+from broker.audit.events import event_row
+from broker.audit.trail import AuditTrail
+from broker.identity import RegisteredKey, Verified
 from broker.pipeline import Call, Handler, Outcome
 from broker.policy import Decision, Policy
+from broker.signing import now_ms
 from broker.snapshot import Snapshot
-from broker.stages.audit import append, event_row
-from broker.store import CallRecord, Store
+from broker.storage.interfaces import CallStore, FreezeStore
+from broker.storage.records import CallRecord, Freeze
 from broker.v1 import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -69,19 +72,22 @@ class Freezes:
     """The kill switch, per agent or for all (``*``): in memory for the check on every
     request, in the database so that a restart keeps it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: FreezeStore) -> None:
         self._store = store
-        self._frozen = store.freezes()
+        self._frozen: dict[str, Freeze] = {}
+
+    async def load(self) -> None:
+        """Read the freezes in force (at start)."""
+        self._frozen = await self._store.all()
 
     def check(self, agent: str) -> None:
         """Raise AGENT_FROZEN when ``agent`` (or every agent) is frozen."""
         for key in ("*", agent):
             entry = self._frozen.get(key)
             if entry is not None:
-                reason, by, _ = entry
                 scope = "every agent is" if key == "*" else f"agent '{agent}' is"
                 raise errors.AgentFrozen(
-                    f"{scope} frozen by {by}: {reason}; an operator lifts it with "
+                    f"{scope} frozen by {entry.by}: {entry.reason}; an operator lifts it with "
                     f"broker unfreeze {'--all' if key == '*' else agent}"
                 )
 
@@ -91,13 +97,13 @@ class Freezes:
 
     async def freeze(self, agent: str, reason: str, by: str) -> None:
         """Freeze ``agent`` (``*`` for all); durable before it returns."""
-        now = now_ms()
-        await self._store.set_freeze(agent, reason, by, now)
-        self._frozen[agent] = (reason, by, now)
+        freeze = Freeze(agent, reason, by, now_ms())
+        await self._store.set(freeze)
+        self._frozen[agent] = freeze
 
     async def unfreeze(self, agent: str) -> bool:
         """Lift a freeze; False when there was none."""
-        lifted = await self._store.clear_freeze(agent)
+        lifted = await self._store.clear(agent)
         self._frozen.pop(agent, None)
         return lifted
 
@@ -107,27 +113,29 @@ class Approvals:
 
     def __init__(
         self,
-        store: Store,
+        calls: CallStore,
+        trail: AuditTrail,
         freezes: Freezes,
         notifier: Notifier,
         snapshot: Callable[[], Snapshot],
+        run_approved: Handler,
         *,
         max_wait_s: float = 60.0,
     ) -> None:
-        self.store = store
+        self.calls = calls
         self.freezes = freezes
         self.notifier = notifier
         self.snapshot = snapshot
+        self._trail = trail
+        self._run_approved = run_approved  # the pipeline of APPROVED_STAGES
         self._max_wait_s = max_wait_s
         self._events: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.run_approved: Handler | None = None  # the execution pipeline, set by the server
 
     # -- asking ------------------------------------------------------------------------------
 
     async def ask(self, call: Call, decision: Decision) -> Outcome:
         """Store the call as pending and ask a human; PENDING_APPROVAL for the agent."""
-        assert call.arguments is not None
         policy = call.snapshot.policies.policies[call.agent]
         now = now_ms()
         why = {
@@ -141,7 +149,7 @@ class Approvals:
             escalate_at_ms=now + int(policy.escalate_after * 1000),
             expires_at_ms=now + int(policy.expires_after * 1000),
         )
-        if not await self.store.insert_call(record):
+        if not await self.calls.insert(record):
             raise errors.CallInProgress(
                 "another request with this idempotency key arrived at the same moment; "
                 "send it again to get its answer"
@@ -168,16 +176,15 @@ class Approvals:
 
     async def decide(self, call_id: str, approve: bool, by: str, note: str = "") -> CallRecord:
         """Approve or deny a pending call, once: a second decision is ALREADY_DECIDED."""
-        record = self.store.get_call(call_id)
+        record = await self.calls.get(call_id)
         if record is None:
             raise errors.UnknownCall(f"no call '{call_id[:64]}'")
         now = now_ms()
         state = APPROVED if approve else DENIED
-        if not await self.store.transition(
+        if not await self.calls.transition(
             call_id, (PENDING,), state, decided_by=by, decided_ms=now, note=note, updated_ms=now
         ):
-            current = self.store.get_call(call_id)
-            assert current is not None
+            current = await self._stored(call_id)
             who = f" by {current.decided_by}" if current.decided_by else ""
             raise errors.AlreadyDecided(f"call {call_id} is already {current.state}{who}")
         await self._record(record, state, by, note)
@@ -185,9 +192,14 @@ class Approvals:
             self.spawn(self._run(call_id))
         else:
             await self._finished(call_id)
-        decided = self.store.get_call(call_id)
-        assert decided is not None
-        return decided
+        return await self._stored(call_id)
+
+    async def _stored(self, call_id: str) -> CallRecord:
+        """A call known to be stored (calls are never deleted)."""
+        record = await self.calls.get(call_id)
+        if record is None:
+            raise errors.InternalError(f"call {call_id} vanished from the calls table")
+        return record
 
     async def _record(self, record: CallRecord, event: str, by: str, note: str = "") -> None:
         """The audit record of a decision about a stored call (who, and why)."""
@@ -202,12 +214,12 @@ class Approvals:
             detail={"note": note} if note else None,
             policy_hash=self.snapshot().policies.digest,
         )
-        await append(self.store, row, record.call_id)
+        await self._trail.record(row, record.call_id)
 
     async def reconcile(self, call_id: str, by: str, note: str) -> CallRecord:
         """A human has checked a write whose outcome was lost; it leaves the to-do list."""
         now = now_ms()
-        if not await self.store.transition(
+        if not await self.calls.transition(
             call_id,
             (UNKNOWN,),
             RECONCILED,
@@ -217,8 +229,7 @@ class Approvals:
             updated_ms=now,
         ):
             raise errors.AlreadyDecided(f"call {call_id} has no lost outcome to reconcile")
-        record = self.store.get_call(call_id)
-        assert record is not None
+        record = await self._stored(call_id)
         await self._record(record, RECONCILED, by, note)
         return record
 
@@ -234,20 +245,16 @@ class Approvals:
             detail={"reason": reason},
             policy_hash=self.snapshot().policies.digest,
         )
-        await append(self.store, row, f"freeze of {agent}")
+        await self._trail.record(row, f"freeze of {agent}")
         return await self.cancel(agent, by, f"frozen: {reason}")
 
     async def cancel(self, agent: str, by: str, reason: str) -> int:
         """Cancel the pending calls of ``agent`` (``*``: of every agent); how many."""
-        where, params = (
-            ("state = ?", (PENDING,))
-            if agent == "*"
-            else ("state = ? AND agent = ?", (PENDING, agent))
-        )
+        pending = await self.calls.in_states((PENDING,), agent=None if agent == "*" else agent)
         count = 0
-        for record in self.store.calls_where(where, params):
+        for record in pending:
             now = now_ms()
-            if await self.store.transition(
+            if await self.calls.transition(
                 record.call_id,
                 (PENDING,),
                 CANCELLED,
@@ -262,21 +269,20 @@ class Approvals:
         return count
 
     async def _run(self, call_id: str) -> None:
-        record = self.store.get_call(call_id)
-        assert record is not None and self.run_approved is not None
+        record = await self._stored(call_id)
         call = approved_call(record, self.snapshot())
         try:
-            await self.run_approved(call)
+            await self._run_approved(call)
         except errors.BrokerError as exc:
             # refused before it started (the policy changed, the agent was frozen): recorded
             # here; one that started has its outcome recorded by the journal already
             log.info("approved call %s ended with %s", call_id, exc.reason)
-            await self.store.transition(
+            await self.calls.transition(
                 call_id, (APPROVED,), FAILED, outcome=encode_error(exc), updated_ms=now_ms()
             )
         except Exception:
             log.exception("approved call %s failed inside the broker", call_id)
-            await self.store.transition(
+            await self.calls.transition(
                 call_id,
                 (APPROVED,),
                 FAILED,
@@ -289,7 +295,7 @@ class Approvals:
         event = self._events.pop(call_id, None)
         if event is not None:
             event.set()
-        record = self.store.get_call(call_id)
+        record = await self.calls.get(call_id)
         if record is not None:
             self.spawn(self.notifier.decided(record))
 
@@ -300,7 +306,7 @@ class Approvals:
     ) -> Outcome:
         """The call's outcome once it is known, waiting up to ``wait_ms`` (capped); a call
         still undecided answers PENDING_APPROVAL again."""
-        record = self.store.get_call(call_id)
+        record = await self.calls.get(call_id)
         if record is None or record.agent != agent:
             raise errors.UnknownCall(f"no call '{call_id[:64]}' of agent '{agent}'")
         wait = min(wait_ms / 1000, self._max_wait_s)
@@ -310,8 +316,7 @@ class Approvals:
             event = self._events.setdefault(call_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):  # still undecided: answered as pending
                 await asyncio.wait_for(event.wait(), wait)
-            record = self.store.get_call(call_id)
-            assert record is not None
+            record = await self._stored(call_id)
         return self.answer(record)
 
     def answer(self, record: CallRecord) -> Outcome:
@@ -349,8 +354,8 @@ class Approvals:
     async def tick(self) -> None:
         """Expire calls past expires_after; remind once at escalate_after."""
         now = now_ms()
-        for record in self.store.calls_where("state = ? AND expires_at_ms <= ?", (PENDING, now)):
-            if await self.store.transition(
+        for record in await self.calls.expiring(now):
+            if await self.calls.transition(
                 record.call_id,
                 (PENDING,),
                 EXPIRED,
@@ -360,10 +365,8 @@ class Approvals:
             ):
                 await self._record(record, EXPIRED, "nobody", "expires_after passed")
                 await self._finished(record.call_id)
-        for record in self.store.calls_where(
-            "state = ? AND reminded = 0 AND escalate_at_ms <= ?", (PENDING, now)
-        ):
-            await self.store.update_call(record.call_id, reminded=1)
+        for record in await self.calls.unreminded(now):
+            await self.calls.update(record.call_id, reminded=1)
             policy = self.snapshot().policies.policies.get(record.agent)
             self.spawn(self.notifier.reminded(record, policy))
 
@@ -376,21 +379,22 @@ class Approvals:
                 log.exception("approval timers failed; trying again")
             await asyncio.sleep(interval)
 
-    def recover(self, now: int) -> None:
+    async def recover(self, now: int) -> None:
         """At start: writes that began and never finished become outcome_unknown, and a human
-        is told."""
-        for call_id in self.store.calls_left_executing(now):
-            record = self.store.get_call(call_id)
-            assert record is not None
+        is told; calls approved but not yet started (the broker stopped in between) run now."""
+        for record in await self.calls.mark_unfinished(now):
             log.error(
                 "call %s (%s %s) began before the broker stopped and its outcome is "
                 "unknown; it will not run again",
-                call_id,
+                record.call_id,
                 record.agent,
                 record.tool,
             )
             self.spawn(self._record(record, UNKNOWN, "broker", "found at start, no outcome"))
             self.spawn(self.notifier.outcome_unknown(record))
+        for record in await self.calls.in_states((APPROVED,)):
+            log.info("call %s was approved before the broker stopped; it runs now", record.call_id)
+            self.spawn(self._run(record.call_id))
 
     def alert(self, text: str) -> None:
         """Tell the humans (log, and Slack when configured), without waiting."""

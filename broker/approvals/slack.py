@@ -28,11 +28,12 @@ from slack_sdk.signature import SignatureVerifier
 
 from broker import errors
 from broker.approvals.service import Approvals
-from broker.identity import now_ms
 from broker.policy import Policy
-from broker.secrets import Vault
 from broker.settings import SlackSettings
-from broker.store import CallRecord
+from broker.signing import now_ms
+from broker.storage.interfaces import CallStore
+from broker.storage.records import CallRecord
+from broker.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,11 @@ MAX_BODY = 64 * 1024
 class SlackNotifier:
     """Posts approval questions, reminders and outcomes to Slack."""
 
-    def __init__(self, settings: SlackSettings, vault: Vault) -> None:
+    def __init__(self, settings: SlackSettings, vault: Vault, calls: CallStore) -> None:
         self.settings = settings
         self._vault = vault
+        self._calls = calls  # where the question's message is kept, to update it later
         self._http = httpx.AsyncClient(base_url=settings.api_url, timeout=10.0)
-        self.approvals: Approvals | None = None  # set once the service exists
 
     def channel(self, policy: Policy | None) -> str:
         """The policy's channel, or the config's."""
@@ -70,13 +71,13 @@ class SlackNotifier:
                 "blocks": _blocks(question_blocks(record)),
             },
         )
-        if answer and self.approvals is not None:
+        if answer:
             where = {"channel": answer.get("channel", channel), "ts": answer.get("ts", "")}
-            await self.approvals.store.update_call(record.call_id, slack=json.dumps(where))
+            await self._calls.update(record.call_id, slack=json.dumps(where))
 
     async def reminded(self, record: CallRecord, policy: Policy | None) -> None:
         """A reply in the question's thread, shown in the channel too."""
-        where = _where(self._fresh(record))
+        where = _where(await self._fresh(record))
         await self.api(
             "chat.postMessage",
             {
@@ -90,10 +91,10 @@ class SlackNotifier:
 
     async def decided(self, record: CallRecord) -> None:
         """Replace the buttons with how the call ended and who decided."""
-        where = _where(self._fresh(record))
+        record = await self._fresh(record)
+        where = _where(record)
         if not where.get("ts"):
             return
-        record = self._fresh(record)
         await self.api(
             "chat.update",
             {
@@ -130,7 +131,7 @@ class SlackNotifier:
     async def api(self, method: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """Call a Slack Web API method; None (and a log line) when it did not work."""
         try:
-            token = self._vault.get(self.settings.bot_token_secret, now_ms()).value
+            token = (await self._vault.get(self.settings.bot_token_secret, now_ms())).value
         except errors.BrokerError as exc:
             log.error("cannot call Slack %s: %s", method, exc.message)
             return None
@@ -147,10 +148,8 @@ class SlackNotifier:
             return None
         return answer
 
-    def _fresh(self, record: CallRecord) -> CallRecord:
-        if self.approvals is None:
-            return record
-        return self.approvals.store.get_call(record.call_id) or record
+    async def _fresh(self, record: CallRecord) -> CallRecord:
+        return await self._calls.get(record.call_id) or record
 
     async def close(self) -> None:
         """Close the HTTP client."""
@@ -171,7 +170,7 @@ class SlackInteractions:
         if len(body) > MAX_BODY:
             return 413, "too large"
         try:
-            secret = self._vault.get(self._notifier.settings.signing_secret_secret, now_ms())
+            secret = await self._vault.get(self._notifier.settings.signing_secret_secret, now_ms())
         except errors.BrokerError as exc:
             log.error("cannot check a Slack click: %s", exc.message)
             return 503, "the broker cannot check Slack signatures now"
@@ -202,7 +201,7 @@ class SlackInteractions:
         return True
 
     async def _act(self, what: str, call_id: str, user: str, channel: str) -> None:
-        record = self._approvals.store.get_call(call_id)
+        record = await self._approvals.calls.get(call_id)
         if record is None:
             await self._notifier.ephemeral(channel, user, f"No call {call_id} here.")
             return

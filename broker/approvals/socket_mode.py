@@ -14,9 +14,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from broker import errors
 from broker.approvals.slack import SlackInteractions
-from broker.identity import now_ms
-from broker.secrets import Vault
 from broker.settings import SlackSettings
+from broker.signing import now_ms
+from broker.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class SlackSocketMode:
     async def start(self) -> bool:
         """Connect; False (and a log line) when the app token is not available."""
         try:
-            token = self._vault.get(self._settings.app_token_secret, now_ms()).value
+            token = (await self._vault.get(self._settings.app_token_secret, now_ms())).value
         except errors.BrokerError as exc:
             log.error("Slack Socket Mode is off: %s; decide with the CLI meanwhile", exc.message)
             return False

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from broker import errors
-from broker.store import Store
+from broker.storage.interfaces import BudgetStore
+from broker.storage.records import Usage
 
 log = logging.getLogger(__name__)
 ALERT_LEVELS = (80, 100)  # percent
@@ -40,7 +41,7 @@ class Budgets:
 
     def __init__(
         self,
-        store: Store,
+        store: BudgetStore,
         alert: Callable[[str], None],
         observe: Callable[[str, float], None] | None = None,
     ) -> None:
@@ -49,11 +50,12 @@ class Budgets:
         self._observe = observe
         self._used: dict[tuple[str, str], list[int]] = {}  # [calls, cost, alerted]
 
-    def charge(self, allowances: list[Allowance], cost: int) -> None:
+    async def charge(self, allowances: list[Allowance], cost: int) -> None:
         """Spend one call and ``cost`` units from every allowance, or none of them:
-        BUDGET_EXCEEDED saying which budget and when it resets."""
-        for allowance in allowances:
-            used = self._get(allowance)
+        BUDGET_EXCEEDED saying which budget and when it resets. The check and the spending
+        run without an await in between, so concurrent calls cannot both take the last unit."""
+        counters = [await self._get(allowance) for allowance in allowances]
+        for allowance, used in zip(allowances, counters, strict=True):
             for kind, limit, spent, more in (
                 ("calls", allowance.calls, used[0], 1),
                 ("cost units", allowance.cost, used[1], cost),
@@ -63,8 +65,7 @@ class Budgets:
                         _refusal(allowance, kind, spent, limit),
                         retry_after=_until(allowance.resets_at),
                     )
-        for allowance in allowances:
-            used = self._get(allowance)
+        for allowance, used in zip(allowances, counters, strict=True):
             used[0] += 1
             used[1] += cost
             level = _level(allowance, used)
@@ -75,16 +76,17 @@ class Budgets:
                     f"{allowance.label}: {level}% used ({used[0]} calls, {used[1]} "
                     f"cost units of {_limits(allowance)})"
                 )
-            self._store.add_usage(allowance.scope, allowance.period, 1, cost, used[2])
+            self._store.add_usage(allowance.scope, allowance.period, Usage(1, cost, used[2]))
             if self._observe is not None:
                 self._observe(allowance.scope, _ratio(allowance, used))
 
-    def _get(self, allowance: Allowance) -> list[int]:
+    async def _get(self, allowance: Allowance) -> list[int]:
         key = (allowance.scope, allowance.period)
         used = self._used.get(key)
         if used is None:
-            used = list(self._store.usage(allowance.scope, allowance.period))
-            self._used[key] = used
+            stored = await self._store.usage(allowance.scope, allowance.period)
+            # another call may have read it meanwhile: keep the first, it may have spent
+            used = self._used.setdefault(key, [stored.calls, stored.cost, stored.alerted])
         return used
 
 

@@ -4,11 +4,11 @@ yesterday's traffic?"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from broker import errors
 from broker.policy.evaluate import Decision, PolicySet
-from broker.store import STEP_EVENTS, AuditRow, read_audit
+from broker.storage.interfaces import AuditReader
+from broker.storage.records import STEP_EVENTS, AuditQuery, AuditRow
 
 # Refusals that the policy made; any other refusal happened after the policy allowed the call.
 _POLICY_DENIALS = {
@@ -51,11 +51,11 @@ def recorded_outcome(row: AuditRow) -> str | None:
     return "allow"
 
 
-def replay(database: Path, policies: PolicySet, since_ms: int) -> ReplayReport:
+async def replay(audit: AuditReader, policies: PolicySet, since_ms: int) -> ReplayReport:
     """Re-decide every call recorded since ``since_ms``; list those whose decision changes."""
     decided = skipped = 0
     changed: list[Replayed] = []
-    rows = read_audit(database, since_ms=since_ms)
+    rows = await audit.query(AuditQuery(since_ms=since_ms))
     sent = {row.call_id: row.arguments for row in rows if row.event == "received"}
     for row in rows:
         was = recorded_outcome(row)
@@ -63,7 +63,7 @@ def replay(database: Path, policies: PolicySet, since_ms: int) -> ReplayReport:
             continue
         arguments = row.arguments or sent.get(row.call_id)
         if arguments is None:  # the call arrived before ``since_ms``
-            arguments = _sent(database, row.call_id)
+            arguments = await _sent(audit, row.call_id)
         if not arguments and row.args_digest:
             skipped += 1
             continue
@@ -75,7 +75,8 @@ def replay(database: Path, policies: PolicySet, since_ms: int) -> ReplayReport:
     return ReplayReport(decided, changed, skipped)
 
 
-def _sent(database: Path, call_id: str) -> str:
+async def _sent(audit: AuditReader, call_id: str) -> str:
     """The arguments a call's ``received`` record kept ("" if none: too large, or no record)."""
-    received = [row for row in read_audit(database, call_id) if row.event == "received"]
+    query = AuditQuery(equals={"call_id": call_id, "event": "received"})
+    received = await audit.query(query)
     return received[0].arguments if received else ""

@@ -10,20 +10,19 @@ class BudgetStage:
     """RESOURCE_EXHAUSTED BUDGET_EXCEEDED, saying which budget and when it resets, once an
     agent's calls or cost units for the day, the task, or the tool are spent."""
 
+    needs = frozenset({"verified", "action", "grant"})
+    provides = frozenset[str]()
+
     def __init__(self, budgets: Budgets) -> None:
         self._budgets = budgets
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
-        assert call.grant is not None
-        self._budgets.charge(allowances(call), call.action.spec.cost)
+        await self._budgets.charge(allowances(call), call.action.spec.cost)
         return await call_next(call)
 
 
 def allowances(call: Call) -> list[Allowance]:
     """The budgets this call spends from, by its agent's policy."""
-    assert call.action is not None
-    assert call.grant is not None
     agent = call.agent
     limits = call.snapshot.policies.policies[agent].limits
     tool = call.grant.grant.budget

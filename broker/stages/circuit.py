@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker import errors
-from broker.limits.circuit import Circuits
+from broker.limits.circuit_breakers import Circuits
 from broker.pipeline import Call, Handler, Outcome
 
 
@@ -12,11 +12,13 @@ class CircuitStage:
     tool fails fast with UPSTREAM_UNAVAILABLE for ``cool_down``; then one call goes through:
     an answer closes the circuit, a failure opens it again."""
 
+    needs = frozenset({"action"})
+    provides = frozenset[str]()
+
     def __init__(self, circuits: Circuits) -> None:
         self._circuits = circuits
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
         tool = call.action.tool
         self._circuits.enter(tool.name, tool.circuit_breaker)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from broker import errors
 from broker.approvals.service import Approvals
 from broker.pipeline import Call, Handler, Outcome
+from broker.storage.interfaces import TaintStore
 from broker.untrusted import TaintedValue
 
 
@@ -13,20 +14,17 @@ class ConfirmStage:
     from untrusted content). If so, the call is stored as pending and the agent gets
     PENDING_APPROVAL; it runs only after a human approves it."""
 
-    def __init__(self, approvals: Approvals) -> None:
+    needs = frozenset({"verified", "action", "grant", "arguments"})
+    provides = frozenset[str]()
+
+    def __init__(self, approvals: Approvals, taint: TaintStore) -> None:
         self._approvals = approvals
+        self._taint = taint
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.grant is not None
-        assert call.action is not None
-        assert call.arguments is not None
         if call.action.is_write:  # outside values seen earlier in this task
-            call.tainted = [
-                TaintedValue(kind, value, origin)
-                for kind, value, origin in self._approvals.store.taint(
-                    call.agent, call.request.task_id
-                )
-            ]
+            seen = await self._taint.values(call.agent, call.request.task_id)
+            call.tainted = [TaintedValue(row.kind, row.value, row.origin) for row in seen]
         decision = call.snapshot.policies.approval_for(
             call.grant, call.action, call.arguments, call.tainted
         )

@@ -10,9 +10,10 @@ class ConstrainStage:
     """PERMISSION_DENIED ARGUMENT_NOT_ALLOWED, naming the argument, its value, the rule it
     breaks and the grant that holds the rule."""
 
+    needs = frozenset({"grant", "arguments"})
+    provides = frozenset[str]()
+
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.grant is not None
-        assert call.arguments is not None
         violation = call.snapshot.policies.constraint_violation(call.grant, call.arguments)
         if violation:
             raise errors.ArgumentNotAllowed(violation)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from broker import errors
-from broker.adapters.command import CommandAdapter
-from broker.adapters.http import HttpAdapter
-from broker.identity import now_ms
+from broker.adapters.command_adapter import CommandAdapter
+from broker.adapters.http_adapter import HttpAdapter
 from broker.manifest import CommandTool
 from broker.pipeline import Call, Handler, Outcome
-from broker.secrets import Injected, Vault
+from broker.signing import now_ms
+from broker.vault import Injected, Vault
 
 
 class ExecuteStage:
     """Looks up the secrets the agent's policy maps to the tool's credential slots, then runs
     the call through the adapter for the tool's kind, within the caller's deadline."""
+
+    needs = frozenset({"verified", "action", "arguments"})
+    provides = frozenset[str]()
 
     def __init__(self, http: HttpAdapter, command: CommandAdapter, vault: Vault) -> None:
         self._http = http
@@ -21,9 +24,7 @@ class ExecuteStage:
         self._vault = vault
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
-        assert call.arguments is not None
-        call.credentials = self._credentials(call)
+        call.credentials = await self._credentials(call)
         if isinstance(call.action.tool, CommandTool):
             return await self._command.execute(
                 call.action, call.arguments, call.time_left(), call.credentials
@@ -36,9 +37,7 @@ class ExecuteStage:
             call.request.idempotency_key,
         )
 
-    def _credentials(self, call: Call) -> list[Injected]:
-        assert call.action is not None
-        assert call.verified is not None
+    async def _credentials(self, call: Call) -> list[Injected]:
         tool = call.action.tool
         if not tool.credentials:
             return []
@@ -49,5 +48,5 @@ class ExecuteStage:
             name = policy.secret_for(tool.name, slot)
             if name is None:  # the checker refuses such a set; kept as a guard
                 raise errors.SecretNotSet(f"no secret is mapped for {tool.name}.{slot}")
-            injected.append(Injected(slot, spec, self._vault.get(name, now)))
+            injected.append(Injected(slot, spec, await self._vault.get(name, now)))
         return injected

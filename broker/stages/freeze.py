@@ -9,6 +9,9 @@ from broker.pipeline import Call, Handler, Outcome
 class FreezeStage:
     """PERMISSION_DENIED AGENT_FROZEN while the agent, or every agent, is frozen."""
 
+    needs = frozenset({"verified"})
+    provides = frozenset[str]()
+
     def __init__(self, freezes: Freezes) -> None:
         self._freezes = freezes
 

@@ -10,8 +10,10 @@ class GrantStage:
     """UNKNOWN_TOOL when no manifest defines the action; TOOL_NOT_GRANTED when the agent's
     policy does not grant it."""
 
+    needs = frozenset({"verified"})
+    provides = frozenset({"action", "grant"})
+
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.verified is not None
         name = call.request.tool
         action = call.snapshot.catalog.get(name)
         if action is None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from broker import errors
-from broker.approvals.records import EXECUTING, binding_digest
 from broker.approvals.service import Approvals
+from broker.approvals.stored_calls import EXECUTING, binding_digest
 from broker.arguments import header_safe
 from broker.pipeline import Call, Handler, Outcome
 
@@ -14,11 +14,13 @@ class IdempotencyStage:
     outcome (or the same pending call) without reaching the tool, after a restart too; with
     another request it is IDEMPOTENCY_KEY_REUSED; while the first still runs, CALL_IN_PROGRESS."""
 
+    needs = frozenset({"verified", "action", "arguments"})
+    provides = frozenset[str]()
+
     def __init__(self, approvals: Approvals) -> None:
         self._approvals = approvals
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
         call.digest = binding_digest(call)
         if not call.action.is_write:
             return await call_next(call)
@@ -31,7 +33,7 @@ class IdempotencyStage:
         if len(key) > 200:
             raise errors.InvalidArguments("idempotency_key is longer than 200 characters")
         header_safe("idempotency_key", key)  # it may be sent in the upstream's header
-        earlier = self._approvals.store.find_call(call.agent, key)
+        earlier = await self._approvals.calls.find(call.agent, key)
         if earlier is None:
             return await call_next(call)
         if earlier.digest != call.digest:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from broker import errors
-from broker.approvals.records import (
+from broker.approvals.stored_calls import (
     APPROVED,
     DONE,
     EXECUTING,
@@ -19,21 +19,23 @@ from broker.approvals.records import (
     encode_outcome,
     new_record,
 )
-from broker.identity import now_ms
 from broker.pipeline import Call, Handler, Outcome
-from broker.store import Store
+from broker.signing import now_ms
+from broker.storage.interfaces import CallStore
 from broker.v1 import broker_pb2 as pb
 
 
 class JournalStage:
     """Records writes (and approved calls) in the calls table around their execution."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    needs = frozenset({"verified", "action", "arguments"})
+    provides = frozenset[str]()
+
+    def __init__(self, calls: CallStore) -> None:
+        self._calls = calls
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
-        if call.record is None and not call.action.is_write:
+        if not call.has("record") and not call.action.is_write:
             return await call_next(call)
         await self._begin(call)
         try:
@@ -52,9 +54,9 @@ class JournalStage:
     async def _begin(self, call: Call) -> None:
         now = now_ms()
         call.digest = call.digest or binding_digest(call)
-        if call.record is not None:  # an approved call: bound to what was approved
+        if call.has("record"):  # an approved call: bound to what was approved
             if call.record.digest != call.digest:
-                await self._store.transition(
+                await self._calls.transition(
                     call.call_id,
                     (APPROVED,),
                     FAILED,
@@ -62,20 +64,19 @@ class JournalStage:
                     outcome=encode_error(_changed()),
                 )
                 raise _changed()
-            if not await self._store.transition(
+            if not await self._calls.transition(
                 call.call_id, (APPROVED,), EXECUTING, updated_ms=now
             ):
                 raise errors.ApprovalDenied(f"call {call.call_id} is no longer approved")
             return
-        assert call.arguments is not None
         record = new_record(call, EXECUTING, {"reason": "write"}, now)
-        if not await self._store.insert_call(record):
+        if not await self._calls.insert(record):
             raise errors.CallInProgress(
                 "another request with this idempotency key is running; retry later"
             )
 
     async def _end(self, call: Call, state: str, outcome: str) -> None:
-        await self._store.transition(
+        await self._calls.transition(
             call.call_id, (EXECUTING,), state, outcome=outcome, updated_ms=now_ms()
         )
 

@@ -11,8 +11,10 @@ from broker.v1 import broker_pb2 as pb
 class ListToolsStage:
     """Answers ListTools with the agent's granted actions and their argument schemas."""
 
+    needs = frozenset({"verified"})
+    provides = frozenset[str]()
+
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.verified is not None
         tools = [
             pb.ToolInfo(
                 name=action.full_name,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from broker.approvals.service import Approvals
-from broker.identity import now_ms
-from broker.limits.loops import LoopDetector
+from broker.limits.loop_detector import LoopDetector
 from broker.pipeline import Call, Handler, Outcome
+from broker.signing import now_ms
 
 LOOP_DETECTOR = "broker:loop-detector"
 
@@ -15,12 +15,14 @@ class LoopStage:
     ``repeats`` times within ``within`` (policy ``limits.loop``; default 5 in 60 s). After
     ``freeze_after`` loops in a day the agent is frozen (the kill switch) and an alert says why."""
 
+    needs = frozenset({"verified", "action", "arguments"})
+    provides = frozenset[str]()
+
     def __init__(self, detector: LoopDetector, approvals: Approvals) -> None:
         self._detector = detector
         self._approvals = approvals
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
         guard = call.snapshot.policies.policies[call.agent].limits.loop
         now = now_ms()
         tool = call.action.full_name

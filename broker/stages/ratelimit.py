@@ -14,12 +14,13 @@ class RateLimitStage:
     RATE_LIMITED with the time a slot frees. A tool that answered 429 (or "slow down" in its
     body, or remaining 0 with a reset) rests for as long as it asked: UPSTREAM_RATE_LIMITED."""
 
+    needs = frozenset({"verified", "action", "grant"})
+    provides = frozenset[str]()
+
     def __init__(self, limiters: Limiters) -> None:
         self._limiters = limiters
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
-        assert call.grant is not None
         tool = call.action.tool
         agent = call.agent
         name = call.action.full_name

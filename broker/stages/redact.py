@@ -6,15 +6,18 @@ from typing import Any
 
 from broker import errors, jsonexact
 from broker.pipeline import Call, Handler, Outcome
-from broker.redact import Redaction, Redactor
-from broker.secrets import Vault
+from broker.redactor import Redaction, Redactor
 from broker.v1 import broker_pb2 as pb
+from broker.vault import Vault
 
 
 class RedactStage:
     """Replaces every secret's value (and its base64, URL, hex and JSON forms) with
     ``[REDACTED:name]`` in results and error messages, and well-known token shapes found in
     upstream output with ``[REDACTED:kind]`` plus a finding."""
+
+    needs = frozenset[str]()
+    provides = frozenset[str]()
 
     def __init__(self, vault: Vault) -> None:
         self._vault = vault
@@ -23,13 +26,15 @@ class RedactStage:
         try:
             outcome = await call_next(call)
         except errors.BrokerError as exc:
-            exc.message = self._vault.redactor.redact(exc.message)
+            redactor = await self._vault.redactor()
+            exc.message = redactor.redact(exc.message)
             exc.args = (exc.message,)
             raise
+        redactor = await self._vault.redactor()
         found = Redaction()
-        outcome.result_json = redact_json(outcome.result_json, self._vault.redactor, found)
+        outcome.result_json = redact_json(outcome.result_json, redactor, found)
         for finding in outcome.findings:
-            finding.detail = self._vault.redactor.redact(finding.detail)
+            finding.detail = redactor.redact(finding.detail)
         for kind, count in sorted(found.tokens.items()):
             outcome.findings.append(
                 pb.Finding(

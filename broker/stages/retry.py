@@ -18,11 +18,13 @@ class RetryStage:
     at most ``retries.max`` times (manifest). A write is never retried, unless the manifest
     names the upstream's idempotency header (the broker then sends the call's key in it)."""
 
+    needs = frozenset({"action"})
+    provides = frozenset[str]()
+
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.SystemRandom()
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
         tool = call.action.tool
         if not isinstance(tool, HttpTool):
             return await call_next(call)

@@ -10,8 +10,10 @@ from broker.pipeline import Call, Handler, Outcome
 class ValidateStage:
     """INVALID_ARGUMENTS, naming the argument and the rule, for anything the schema refuses."""
 
+    needs = frozenset({"action"})
+    provides = frozenset({"arguments"})
+
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
         arguments = parse_arguments(call.request.arguments_json)
         limit = getattr(call.action.tool, "max_argument_bytes", DEFAULT_MAX_ARGUMENT_BYTES)
         check_sizes(arguments, limit)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from broker.identity import KeyRegistry, ReplayGuard, now_ms, verify_envelope
+from broker.identity import KeyRegistry, ReplayGuard, verify_envelope
 from broker.pipeline import Call, Handler, Outcome
+from broker.signing import now_ms
 
 
 class VerifyStage:
     """Checks signature, key, audience, RPC body, time window and nonce before anything else is
     read from the request (UNAUTHENTICATED with its own reason for each)."""
+
+    needs = frozenset[str]()
+    provides = frozenset({"verified"})
 
     def __init__(
         self,
@@ -25,7 +29,7 @@ class VerifyStage:
         self._keys = keys  # agent keys, or (for the admin service) admin keys only
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        call.verified = verify_envelope(
+        call.verified = await verify_envelope(
             call.signed,
             call.rpc,
             self._keys(call),

@@ -15,7 +15,7 @@ The untrusted stage calls ``clean_value`` on a tool's parsed output (for actions
 
 from broker.untrusted.clean import Cleaned, clean_text, clean_value
 from broker.untrusted.findings import INJECTION_KINDS, Finding
-from broker.untrusted.html import html_to_text, sanitize_html
+from broker.untrusted.html_text import html_to_text, sanitize_html
 from broker.untrusted.taint import TaintedValue, extract_taint, find_tainted
 
 __all__ = [

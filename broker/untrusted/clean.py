@@ -29,7 +29,7 @@ from broker.untrusted.findings import (
     Finding,
     excerpt,
 )
-from broker.untrusted.html import html_to_text, looks_like_html
+from broker.untrusted.html_text import html_to_text, looks_like_html
 from broker.untrusted.paths import child
 from broker.untrusted.unicode import UnicodeCleaned, clean_unicode, detection_view
 

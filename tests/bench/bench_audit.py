@@ -21,12 +21,11 @@ from typing import NamedTuple
 import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker.audit import verify
 from broker.client import AsyncBrokerClient
 from broker.devmode import dev_key_path
-from broker.identity import AgentCredentials
 from broker.settings import load_settings
-from broker.store import AuditRow, Store, query_audit
+from broker.signing import AgentCredentials
+from broker.storage.records import AuditQuery, AuditRow
 from tests.bench.harness import (
     broker_process,
     cpu_seconds,
@@ -35,6 +34,7 @@ from tests.bench.harness import (
     measure,
     publish,
 )
+from tests.trail_helpers import opened_trail, query_at, verify_at
 
 QUERY = {"supplier": "ACME Paper"}
 # A busy machine, made on purpose: a process of ours spinning 5 ms of every 10 (half a core).
@@ -160,10 +160,8 @@ def costs(results: dict[str, list[Round]]) -> list[float]:
 
 
 async def fill(path: Path, records: int, key: AgentCredentials) -> float:
-    """Write ``records`` audit records through the real store (chained, checkpointed)."""
-    store = Store(path, durability="process")
+    """Write ``records`` audit records through the real writer (chained, checkpointed)."""
     key.save(path.with_name("audit.key"))
-    store.open(audit_key=path.with_name("audit.key"))
     row = AuditRow(
         ts_ms=int(time.time() * 1000),
         call_id="c0123456789abcdef",
@@ -184,12 +182,11 @@ async def fill(path: Path, records: int, key: AgentCredentials) -> float:
         arguments='{"supplier":"ACME"}',
         event="executed",
     )
-    began = time.perf_counter()
-    for _ in range(records // 1000):
-        await asyncio.gather(*(store.append_audit(row) for _ in range(1000)))
-    elapsed = time.perf_counter() - began
-    await store.close()
-    return elapsed
+    async with opened_trail(path, path.with_name("audit.key")) as trail:
+        began = time.perf_counter()
+        for _ in range(records // 1000):
+            await asyncio.gather(*(trail.append(row) for _ in range(1000)))
+        return time.perf_counter() - began
 
 
 class Trail(NamedTuple):
@@ -209,13 +206,14 @@ def verify_speed(records: int) -> Trail:
         path = Path(tmp) / "broker.db"
         written = uvloop.run(fill(path, records, key))
         began = time.perf_counter()
-        verdict = verify(path, key.private_key.public_key())
+        verdict = verify_at(path, key.private_key.public_key())
         verified = time.perf_counter() - began
         began = time.perf_counter()
-        query_audit(path, {"task_id": "no-such-task"})
+        query_at(path, AuditQuery({"task_id": "no-such-task"}))
         by_task = time.perf_counter() - began
         began = time.perf_counter()
-        query_audit(path, {"agent": "no-such-agent"}, since_ms=int(time.time() * 1000) - 3600_000)
+        since = int(time.time() * 1000) - 3600_000
+        query_at(path, AuditQuery({"agent": "no-such-agent"}, since_ms=since))
         by_agent = time.perf_counter() - began
         return Trail(
             written, verified, by_task, by_agent, verdict.ok and verdict.records == records

@@ -19,8 +19,8 @@ from aiohttp import web
 from broker import errors
 from broker.client import AsyncBrokerClient
 from broker.devmode import dev_key_path
-from broker.identity import AgentCredentials
 from broker.settings import load_settings
+from broker.signing import AgentCredentials
 from tests.bench.harness import broker_process, example_upstream, machine, publish
 
 BURST = 200

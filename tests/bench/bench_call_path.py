@@ -16,8 +16,8 @@ import aiohttp
 
 from broker.client import AsyncBrokerClient
 from broker.devmode import dev_key_path
-from broker.identity import AgentCredentials
 from broker.settings import load_settings
+from broker.signing import AgentCredentials
 from tests.bench.harness import (
     API_KEY,
     Sample,

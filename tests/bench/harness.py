@@ -26,6 +26,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.devmode import ensure_master_key_file, ensure_secret
+from broker.storage.sqlite_state import SqliteState
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +112,7 @@ def broker_process(
     policy["limits"] = {"loop": {"repeats": 10_000, "within": "1s"}}
     (workdir / "policies/invoice-agent.yaml").write_text(yaml.safe_dump(policy))
     master = ensure_master_key_file(workdir / "data" / "master.key")
-    ensure_secret(workdir / "data" / "broker.db", master, "invoices-dev-key", API_KEY)
+    asyncio.run(_store_api_key(workdir / "data" / "broker.db", master))
     for name, extra in (tools or {}).items():
         (workdir / f"tools/{name}.yaml").write_text(yaml.safe_dump(extra))
     port = free_port()
@@ -250,3 +251,13 @@ def run_call_bench(
     args = parser.parse_args()
     results = uvloop.run(run(args.rounds, args.calls))
     publish(report(results, args.rounds, args.calls), args.write)
+
+
+async def _store_api_key(database: Path, master: bytes) -> None:
+    """The example upstream's API key in the broker's secret store, as `make run` puts it."""
+    state = SqliteState(database)
+    await state.open()
+    try:
+        await ensure_secret(state, master, "invoices-dev-key", API_KEY)
+    finally:
+        await state.close()

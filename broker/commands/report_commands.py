@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 
+from broker.commands.storage_access import with_audit, with_state
+from broker.digest import daily, render
 from broker.errors import ConfigError
 from broker.policy.check import check_folders
-from broker.report import daily, render
-from broker.secrets import SecretBox, load_master_key
 from broker.settings import BrokerSettings, load_settings
-from broker.store import SecretTable
+from broker.vault import SecretBox, load_master_key
 
 
 def add_report_commands(commands: Any) -> None:
@@ -45,7 +45,7 @@ def _daily(args: argparse.Namespace) -> int:
         raise ConfigError(args.date, "not a date: write 2026-11-24") from None
     files = check_folders(settings.policies, settings.tools)
     policies = {policy.agent: policy for policy in files.policies}
-    report = daily(settings.database, day, policies)
+    report = with_audit(settings.database, lambda audit: daily(audit, day, policies))
     text = render(report, day, markdown=args.format == "markdown" or args.post)
     print(text)
     if args.post:
@@ -61,11 +61,7 @@ def _post(settings: BrokerSettings, text: str) -> None:
         raise ConfigError(
             "BROKER_MASTER_KEY", "the bot token is in the secret store: give the master key to post"
         )
-    table = SecretTable.open(settings.database)
-    try:
-        rows = {row.name: row for row in table.rows()}
-    finally:
-        table.close()
+    rows = {row.name: row for row in with_state(settings, lambda state: state.secrets.rows())}
     row = rows.get(settings.slack.bot_token_secret)
     if row is None:
         raise ConfigError(settings.slack.bot_token_secret, "the bot token is not set")

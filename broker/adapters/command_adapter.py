@@ -20,8 +20,8 @@ from broker import errors, jsonexact
 from broker.manifest import CommandAction, CommandTool, ToolAction
 from broker.pipeline import Outcome
 from broker.sandbox import SandboxResult, SandboxSpec, run_sandboxed
-from broker.secrets import Injected
 from broker.v1 import broker_pb2 as pb
+from broker.vault import Injected
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -6,9 +6,10 @@ import json
 from decimal import Decimal
 
 from broker import jsonexact
-from broker.identity import now_ms
 from broker.pipeline import Call, Handler, Outcome
-from broker.store import Store
+from broker.signing import now_ms
+from broker.storage.interfaces import TaintStore
+from broker.storage.records import TaintRow
 from broker.untrusted import clean_value, extract_taint
 from broker.v1 import broker_pb2 as pb
 
@@ -20,11 +21,13 @@ class UntrustedStage:
     (``untrusted_paths``); and every address, URL, IBAN, phone number or token in the raw
     output is remembered for the task, so that a later write using one needs a human."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    needs = frozenset({"verified", "action"})
+    provides = frozenset[str]()
+
+    def __init__(self, taint: TaintStore) -> None:
+        self._taint = taint
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
-        assert call.action is not None
         outcome = await call_next(call)
         if not getattr(call.action.spec, "untrusted_output", False) or not outcome.result_json:
             return outcome
@@ -47,12 +50,6 @@ class UntrustedStage:
         for taint in found:
             if (taint.kind, taint.value) not in seen:
                 seen.add((taint.kind, taint.value))
-                self._store.add_taint(
-                    call.agent,
-                    call.request.task_id,
-                    taint.kind,
-                    taint.value,
-                    f"{origin} at {taint.path}",
-                    now,
-                )
+                row = TaintRow(taint.kind, taint.value, f"{origin} at {taint.path}")
+                self._taint.add(call.agent, call.request.task_id, row, now)
         return outcome

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from broker.commands.storage_access import with_audit
 from broker.errors import ConfigError
 from broker.manifest import CommandTool, HttpTool
 from broker.policy.check import FileSet, check_files, check_folders
@@ -288,7 +289,7 @@ def _replay(args: argparse.Namespace) -> int:
     if not database.exists():
         raise ConfigError(str(database), "no audit database here")
     since_ms = int((time.time() - parse_duration(args.since)) * 1000)
-    report = replay(database, policies, since_ms)
+    report = with_audit(database, lambda audit: replay(audit, policies, since_ms))
     if args.format == "json":
         print(
             json.dumps(

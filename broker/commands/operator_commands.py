@@ -13,8 +13,8 @@ from typing import Any
 from broker.approvals.admin import admin_key_path
 from broker.client import AdminClient
 from broker.errors import ConfigError
-from broker.identity import AgentCredentials
 from broker.settings import load_settings
+from broker.signing import AgentCredentials
 
 
 def add_admin_commands(commands: Any) -> None:

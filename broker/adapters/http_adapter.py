@@ -35,8 +35,8 @@ from yarl import URL
 from broker import errors, jsonexact
 from broker.manifest import HttpAction, HttpTool, SoftLimitRule, ToolAction
 from broker.pipeline import Outcome
-from broker.secrets import Injected
 from broker.v1 import broker_pb2 as pb
+from broker.vault import Injected
 
 USER_AGENT = "toolbroker/0.1"
 DEFAULT_RETRY_AFTER = 1.0

@@ -8,10 +8,10 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 from broker.policy.model import Policy
-from broker.store import AuditRow, query_audit
+from broker.storage.interfaces import AuditReader
+from broker.storage.records import AuditQuery, AuditRow
 
 FINAL_EVENTS = ("executed", "refused", "failed", "pending", "replayed")
 ANOMALY_FACTOR = 3
@@ -58,11 +58,13 @@ def day_bounds(day: date) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000)
 
 
-def daily(database: Path, day: date, policies: dict[str, Policy] | None = None) -> list[AgentDay]:
+async def daily(
+    audit: AuditReader, day: date, policies: dict[str, Policy] | None = None
+) -> list[AgentDay]:
     """The digest of ``day``, busiest agent first."""
     start, end = day_bounds(day)
     history_start = start - HISTORY_DAYS * 86_400_000
-    rows = query_audit(database, since_ms=history_start - 86_400_000, until_ms=end)
+    rows = await audit.query(AuditQuery(since_ms=history_start - 86_400_000, until_ms=end))
     asked_at = {row.call_id: row.ts_ms for row in rows if row.event == "pending"}
     today: dict[str, AgentDay] = {}
     calls_by_day: dict[str, Counter[int]] = defaultdict(Counter)

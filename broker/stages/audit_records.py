@@ -7,7 +7,7 @@ AUDIT_UNAVAILABLE instead of the answer. ``received`` records a call's arrival o
 signature checks out. ``decided`` sits just before a call goes to its tool
 and appends the decision to run it first: if that fails, nothing runs (fail closed). Records
 are hash-chained, and each request's JSON log line written, by the audit writer
-(``broker.audit_writer``); the helpers here say what goes in a record.
+(``broker.audit.writer``); ``audit_row`` here says what goes in a record.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from broker import errors
+from broker.audit.trail import AuditTrail, unavailable
 from broker.pipeline import Call, Handler, Outcome
-from broker.store import STEP_EVENTS, AuditRow, Store, StoreError
+from broker.storage.records import STEP_EVENTS, AuditRow, StoreError
 from broker.v1 import broker_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,11 @@ class AuditStage:
     result, findings, latency, task, intent, the policy set's hash). ``observe`` feeds the
     metrics."""
 
-    def __init__(self, store: Store, observe: Observer | None = None) -> None:
-        self._store = store
+    needs = frozenset[str]()
+    provides = frozenset[str]()
+
+    def __init__(self, trail: AuditTrail, observe: Observer | None = None) -> None:
+        self._trail = trail
         self._observe = observe
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
@@ -59,7 +62,7 @@ class AuditStage:
             raise
         finally:
             row = audit_row(call, outcome, failure)
-            await append(self._store, row, call.call_id, after=call.received)
+            await self._trail.record(row, call.call_id, after=call.received)
             if self._observe is not None:
                 self._observe(row)
 
@@ -71,14 +74,17 @@ class ReceivedStage:
     record, if it stops before) waits for it, so a call whose arrival could not be recorded
     never runs and never gets an answer."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    needs = frozenset({"verified"})
+    provides = frozenset[str]()
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
         try:
-            call.received = self._store.queue_audit(audit_row(call, None, None, "received"))
+            call.received = self._trail.queue(audit_row(call, None, None, "received"))
         except StoreError as exc:
-            raise _unavailable(call.call_id, exc) from None
+            raise unavailable(call.call_id, exc) from None
         return await call_next(call)
 
 
@@ -89,40 +95,16 @@ class DecidedStage:
     call's final record, fsynced before the answer leaves, carries this one to disk with it
     (one fsync a call, not two: measured in BENCHMARKS.md)."""
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    needs = frozenset({"verified", "action"})
+    provides = frozenset[str]()
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
         row = audit_row(call, None, None, event="decided")
-        await append(self._store, row, call.call_id, durable=False, after=call.received)
+        await self._trail.record(row, call.call_id, durable=False, after=call.received)
         return await call_next(call)
-
-
-async def append(
-    store: Store,
-    row: AuditRow,
-    call_id: str,
-    *,
-    durable: bool = True,
-    after: asyncio.Future[None] | None = None,
-) -> None:
-    """Append a record (and make sure the one queued ``after`` was written too: it went in an
-    earlier or the same batch); AUDIT_UNAVAILABLE (and an error in the log) when it cannot be."""
-    try:
-        await store.append_audit(row, durable=durable)
-        if after is not None:
-            await after
-    except StoreError as exc:
-        raise _unavailable(call_id, exc) from None
-
-
-def _unavailable(call_id: str, exc: StoreError) -> errors.AuditUnavailable:
-    log.error("audit write failed for call %s: %s", call_id, exc)
-    return errors.AuditUnavailable(
-        f"the audit record of call {call_id} could not be written, so the call stops "
-        "here (nothing more is done and the answer is withheld); an operator must check "
-        "the broker's database"
-    )
 
 
 def audit_row(
@@ -152,7 +134,7 @@ def audit_row(
         rpc=call.rpc,
         agent=call.agent,
         key_id=call.signed.key_id[:128],
-        nonce=call.verified.envelope.nonce if call.verified and event != "decided" else "",
+        nonce=call.verified.envelope.nonce if call.has("verified") and event != "decided" else "",
         tool=request.tool[:128],
         task_id=request.task_id[:256],
         intent=request.intent[:2048],
@@ -165,7 +147,7 @@ def audit_row(
         detail=_COMPACT.encode(detail) if detail else "{}",
         arguments=arguments if sent and len(arguments) <= MAX_ARGUMENTS else "",
         event=event,
-        cost=call.action.spec.cost if event == "decided" and call.action else 0,
+        cost=call.action.spec.cost if event == "decided" and call.has("action") else 0,
         result_digest=hashlib.sha256(result).hexdigest() if result else "",
         result_size=len(result),
     )
@@ -178,45 +160,6 @@ def _in_trail(record: asyncio.Future[None] | None) -> bool:
         and record.done()
         and not record.cancelled()
         and record.exception() is None
-    )
-
-
-def event_row(
-    event: str,
-    *,
-    call_id: str,
-    agent: str,
-    tool: str = "",
-    task_id: str = "",
-    intent: str = "",
-    by: str = "",
-    reason: str = "",
-    detail: dict[str, Any] | None = None,
-    policy_hash: str = "",
-) -> AuditRow:
-    """A record of a step outside a request: approved, denied, expired, cancelled,
-    reconciled, frozen, outcome_unknown. ``by`` says who (a person, Slack user or the broker)."""
-    facts = dict(detail or {})
-    if by:
-        facts["by"] = by
-    return AuditRow(
-        ts_ms=time.time_ns() // 1_000_000,
-        call_id=call_id,
-        rpc="event",
-        agent=agent,
-        key_id="",
-        nonce="",
-        tool=tool,
-        task_id=task_id,
-        intent=intent[:2048],
-        args_digest="",
-        decision=event,
-        reason=reason,
-        upstream_status=None,
-        latency_us=0,
-        policy_hash=policy_hash,
-        detail=_COMPACT.encode(facts),
-        event=event,
     )
 
 

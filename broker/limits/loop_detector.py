@@ -7,7 +7,7 @@ from collections import deque
 
 from broker import errors
 from broker.policy.model import LoopGuard
-from broker.store import Store
+from broker.storage.records import Attempt
 
 DAY_MS = 86_400_000
 # Refusals decided before loop detection runs: such calls never counted as attempts.
@@ -36,10 +36,11 @@ class LoopDetector:
     """Sliding windows of identical calls, and the loops each agent tripped in the last day;
     rebuilt from the audit table at start, so a restart forgets nothing."""
 
-    def __init__(self, store: Store, now_ms: int) -> None:
+    def __init__(self, history: list[Attempt], now_ms: int) -> None:
+        """``history``: the calls of the last day (AuditReader.attempts)."""
         self._calls: dict[tuple[str, str, str], deque[int]] = {}
         self._trips: dict[str, deque[int]] = {}
-        for ts, agent, tool, digest, _decision, reason in store.loop_history(now_ms - DAY_MS):
+        for ts, agent, tool, digest, _decision, reason in history:
             if reason == "LOOP_DETECTED":
                 self._trips.setdefault(agent, deque()).append(ts)
             elif reason not in _NOT_ATTEMPTS and ts >= now_ms - HISTORY_MS and digest:

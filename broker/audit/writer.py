@@ -3,7 +3,7 @@
 Why a process: chaining, inserting, committing and fsyncing every record on the broker's one
 event loop took about a quarter of its CPU (BENCHMARKS.md). Here that work runs on another core,
 as a low-priority batch job, one transaction for whatever the broker has sent since the last.
-The broker (``broker.audit_pipe``) sends batches of records on this process's stdin and waits
+The broker (``broker.audit.pipe``) sends batches of records on this process's stdin and waits
 for the acknowledgement on its stdout; nothing else can write to those pipes.
 
 Per transaction: give each record its place in the chain (seq, the previous hash, its own
@@ -12,7 +12,7 @@ With durability ``fsync``, batches that asked for it are acknowledged "durable" 
 log is fsynced. Any failure (a full disk, a read-only or locked file) rolls the transaction
 back and is acknowledged as a failure with SQLite's message: the broker then refuses the call.
 
-Run by the broker: ``python -m broker.audit_writer --database data/audit.db --durability fsync
+Run by the broker: ``python -m broker.audit.writer --database data/audit.db --durability fsync
 [--key data/audit.key] [--log-calls]``. It stops at the end of its input (the broker closed the
 pipe or died).
 """
@@ -24,46 +24,27 @@ import contextlib
 import json
 import logging
 import os
-import pickle
 import signal
-import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.store import (
-    STEP_EVENTS,
-    WAL_CHECKPOINT_COMMITS,
-    AuditLedger,
-    AuditRow,
-    Sign,
-    StoreError,
-    record_hash,
-)
+from broker.audit.checkpoints import Signer
+from broker.audit.wire import COMMITTED, DURABLE, FAILED, Batch, decode_batches, encode_ack
+from broker.signing import AgentCredentials
+from broker.storage.audit_ledger import AuditLedger
+from broker.storage.group_commit import WAL_CHECKPOINT_COMMITS
+from broker.storage.interfaces import Sign
+from broker.storage.records import STEP_EVENTS, AuditRow, CheckpointRow, StoreError, record_hash
 
-log = logging.getLogger("broker.audit_writer")
+log = logging.getLogger("broker.audit.writer")
 
 CHECKPOINT_EVERY = 1000  # records; and at least every checkpoint_interval (settings)
 WRITER_NICENESS = 10  # a lower priority than the broker's (see _yield_to_the_broker)
-FRAME = struct.Struct("!I")  # the length of each pickled batch on the way in
-ACK = struct.Struct("!QBH")  # batch id, level, length of the error text that follows
-FAILED, COMMITTED, DURABLE = 0, 1, 2
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Records sent together: ``rows`` are the values of AUDIT_COLUMNS up to ``seq``.
-    ``checkpoint_after`` (seconds) asks for a checkpoint if the last is that old."""
-
-    batch_id: int
-    durable: bool
-    rows: Sequence[Sequence[Any]]
-    checkpoint_after: float | None = None
 
 
 def log_line(row: AuditRow) -> str | None:
@@ -87,21 +68,6 @@ def log_line(row: AuditRow) -> str | None:
     )
 
 
-def encode_batch(batch: Batch) -> bytes:
-    """A batch as the broker sends it."""
-    body = pickle.dumps(
-        (batch.batch_id, batch.durable, batch.rows, batch.checkpoint_after),
-        protocol=pickle.HIGHEST_PROTOCOL,
-    )
-    return FRAME.pack(len(body)) + body
-
-
-def encode_ack(batch_id: int, level: int, error: str = "") -> bytes:
-    """An acknowledgement as the writer sends it."""
-    text = error.encode()[:60_000]
-    return ACK.pack(batch_id, level, len(text)) + text
-
-
 class Chain:
     """The head of the hash chain and the checkpoint schedule (this process owns both)."""
 
@@ -109,10 +75,10 @@ class Chain:
         self._signer = signer
         last, mark = ledger.head()
         self.seq, self.head = last or (0, "")
-        if mark and mark[0] > self.seq:  # everything was pruned: go on from the anchor
-            self.seq, self.head = mark[0], mark[1]
-        self.since_checkpoint = self.seq - (mark[0] if mark else 0)
-        self.last_checkpoint_ms = mark[2] if mark else int(time.time() * 1000)
+        if mark and mark.seq > self.seq:  # everything was pruned: go on from the anchor
+            self.seq, self.head = mark.seq, mark.head_hash
+        self.since_checkpoint = self.seq - (mark.seq if mark else 0)
+        self.last_checkpoint_ms = mark.ts_ms if mark else int(time.time() * 1000)
 
     def link(self, values: Sequence[Any]) -> tuple[Any, ...]:
         """A record's values with its seq, the previous hash and its own hash."""
@@ -136,7 +102,7 @@ class Chain:
         assert self._signer is not None
         now = int(time.time() * 1000)
         key_id, signature = self._signer(self.seq, self.head, now)
-        ledger.insert_checkpoint(self.seq, self.head, now, kind, key_id, signature)
+        ledger.insert_checkpoint(CheckpointRow(self.seq, self.head, now, kind, key_id, signature))
         self.since_checkpoint, self.last_checkpoint_ms = 0, now
 
     def state(self) -> tuple[int, str, int, int]:
@@ -233,16 +199,7 @@ def serve(writer: Writer, source: int, sink: int) -> None:
         chunk = os.read(source, 1 << 20)
         if not chunk:
             return
-        pending += chunk
-        batches: list[Batch] = []
-        while len(pending) >= FRAME.size:
-            (size,) = FRAME.unpack_from(pending)
-            if len(pending) < FRAME.size + size:
-                break
-            # the pipe comes from the broker that started this process, and nothing else
-            fields = pickle.loads(pending[FRAME.size : FRAME.size + size])  # noqa: S301
-            batches.append(Batch(*fields))
-            pending = pending[FRAME.size + size :]
+        batches, pending = decode_batches(pending + chunk)
         if batches:
             writer.write(batches, send)
 
@@ -265,12 +222,7 @@ def _yield_to_the_broker() -> None:
 
 
 def _signer(key_file: Path | None) -> Sign | None:
-    if key_file is None:
-        return None
-    from broker.audit import Signer as KeySigner  # the key's code, only when signing
-    from broker.identity import AgentCredentials
-
-    return KeySigner(AgentCredentials.load(key_file))
+    return Signer(AgentCredentials.load(key_file)) if key_file is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The broker's end of the audit writer (``broker.audit_writer``): records go out in batches,
+"""The broker's end of the audit writer (``broker.audit.writer``): records go out in batches,
 acknowledgements come back, and each waiting caller is answered.
 
 One batch is in flight at a time: records appended meanwhile gather into the next (one pickle,
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from broker.audit_writer import ACK, DURABLE, FAILED, Batch, encode_batch
-from broker.store import StoreError
+from broker.audit.wire import ACK, DURABLE, FAILED, Batch, encode_batch
+from broker.storage.records import StoreError
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0  # the writer finishes what it has, then exits when its input closes
@@ -82,7 +82,7 @@ class AuditPipe:
         self._command = [
             sys.executable,
             "-m",
-            "broker.audit_writer",
+            "broker.audit.writer",
             "--database",
             str(database),
             "--durability",

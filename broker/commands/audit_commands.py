@@ -19,12 +19,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from broker.audit import Checkpoint, Signer, audit_key, audit_key_path, checkpoints, prune, verify
-from broker.commands.secrets import fingerprint_command
+from broker.audit.checkpoints import Checkpoint, Signer, audit_key, audit_key_path
+from broker.audit.verification import checkpoints, prune, verify
+from broker.commands.secret_commands import fingerprint_command
+from broker.commands.storage_access import with_audit, with_state
 from broker.errors import ConfigError
-from broker.identity import AgentCredentials
 from broker.settings import load_settings
-from broker.store import AuditRow, query_audit, read_call
+from broker.signing import AgentCredentials
+from broker.storage.records import AuditQuery, AuditRow
 from broker.units import parse_duration
 
 _FILTERS = {
@@ -133,9 +135,8 @@ def _rows(args: argparse.Namespace, **extra: Any) -> list[AuditRow]:
         for flag, column in _FILTERS.items()
         if getattr(args, flag, None)
     }
-    return query_audit(
-        _database(args), equals, since_ms=_when(args.since), until_ms=_when(args.until), **extra
-    )
+    query = AuditQuery(equals, since_ms=_when(args.since), until_ms=_when(args.until), **extra)
+    return with_audit(_database(args), lambda audit: audit.query(query))
 
 
 def record_json(row: AuditRow) -> str:
@@ -192,8 +193,8 @@ def _tail(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     database = _database(args)
-    rows = query_audit(database, {"call_id": args.call_id})
-    record = read_call(database, args.call_id)
+    rows = with_audit(database, lambda audit: audit.query(AuditQuery({"call_id": args.call_id})))
+    record = with_state(load_settings(args.config), lambda state: state.calls.get(args.call_id))
     if not rows and record is None:
         raise ConfigError(args.call_id, "no such call in the audit trail")
     first = rows[0] if rows else None
@@ -266,7 +267,7 @@ def _verify(args: argparse.Namespace) -> int:
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(str(args.checkpoint), f"not a checkpoint: {exc}") from None
-    verdict = verify(_database(args), public_key, external)
+    verdict = with_audit(_database(args), lambda audit: verify(audit, public_key, external))
     if verdict.ok:
         print(
             f"ok: {verdict.records} record(s) chained, {verdict.checkpoints} signed "
@@ -279,7 +280,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _checkpoint(args: argparse.Namespace) -> int:
     _, public = _public_key(args)
-    marks = checkpoints(_database(args))
+    marks = with_audit(_database(args), checkpoints)
     if not marks:
         raise ConfigError(
             str(args.config),
@@ -297,7 +298,8 @@ def _prune(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     before = _when(args.before)
     assert before is not None
-    removed, anchor = prune(_database(args), before, Signer(audit_key(settings.data_dir)))
+    signer = Signer(audit_key(settings.data_dir))
+    removed, anchor = with_audit(_database(args), lambda audit: prune(audit, before, signer))
     if anchor is None:
         print("nothing older than that", file=sys.stderr)
         return 0

@@ -13,6 +13,7 @@ without the audit revealing it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -31,9 +32,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from broker import errors
 from broker.errors import ConfigError
 from broker.manifest import CredentialSlot
-from broker.redact import Redactor
+from broker.redactor import Redactor
 from broker.settings import BrokerSettings
-from broker.store import SecretRow, Store
+from broker.storage.interfaces import SecretStore
+from broker.storage.records import SecretRow
 
 MASTER_KEY_ENV = "BROKER_MASTER_KEY"
 RECHECK_S = 0.5  # a `broker secrets` change reaches a running broker within this
@@ -131,10 +133,11 @@ class Injected:
 
 
 class Vault:
-    """The broker's view of its secrets: decrypted once, reloaded when the ``broker secrets``
-    command changes the table (SQLite's data_version), sealed without a master key."""
+    """The broker's view of its secrets: decrypted once, reloaded when the store's version
+    says they changed (the ``broker secrets`` command, another process), sealed without a
+    master key."""
 
-    def __init__(self, store: Store, box: SecretBox | None) -> None:
+    def __init__(self, store: SecretStore, box: SecretBox | None) -> None:
         self._store = store
         self._box = box
         self._version: int | None = None
@@ -142,20 +145,21 @@ class Vault:
         self._redactor = Redactor({})
         self._noted_ms: dict[str, int] = {}
         self._next_check = 0.0
+        self._looking: asyncio.Future[None] | None = None
 
     @property
     def sealed(self) -> bool:
         """True when the broker has no master key."""
         return self._box is None
 
-    def get(self, name: str, now_ms: int) -> UsedSecret:
+    async def get(self, name: str, now_ms: int) -> UsedSecret:
         """A secret's value; SEALED without a master key, SECRET_NOT_SET when it is missing."""
         if self._box is None:
             raise errors.Sealed(
                 "the broker is sealed (no master key), so it cannot use credentials; start it "
                 f"with {MASTER_KEY_ENV} or master_key_file"
             )
-        self._refresh()
+        await self._refresh()
         value = self._values.get(name)
         if value is None:
             raise errors.SecretNotSet(
@@ -163,33 +167,45 @@ class Vault:
             )
         if now_ms - self._noted_ms.get(name, 0) > 60_000:  # last use, to the minute
             self._noted_ms[name] = now_ms
-            self._store.secret_used(name, now_ms)
+            self._store.used(name, now_ms)
         return UsedSecret(name, value, self._box.fingerprint(value.encode()))
 
-    @property
-    def redactor(self) -> Redactor:
+    async def redactor(self) -> Redactor:
         """Replaces every secret's value (in its usual encodings) with ``[REDACTED:name]``."""
         if self._box is not None:
-            self._refresh()
+            await self._refresh()
         return self._redactor
 
-    def _refresh(self) -> None:
-        assert self._box is not None
-        now = time.monotonic()
-        if now < self._next_check:
+    async def _refresh(self) -> None:
+        """Reload the values when the store's version moved (looked at every RECHECK_S); a
+        call arriving while that look is under way waits for it."""
+        if self._box is None:
             return
-        self._next_check = now + RECHECK_S
-        version = self._store.changed_elsewhere()
+        if self._looking is None:
+            now = time.monotonic()
+            if now < self._next_check:
+                return
+            self._next_check = now + RECHECK_S
+            self._looking = asyncio.ensure_future(self._reload())
+            self._looking.add_done_callback(self._looked)
+        await asyncio.shield(self._looking)
+
+    def _looked(self, look: asyncio.Future[None]) -> None:
+        self._looking = None
+        if not look.cancelled() and look.exception() is not None:
+            self._next_check = 0.0  # look again at the next call
+
+    async def _reload(self) -> None:
+        version = await self._store.version()
         if version == self._version:
             return
-        values = {}
-        for row in self._store.secret_rows():
-            values[row.name] = self._box.open(row).decode("utf-8", errors="strict")
+        values = {row.name: self.open(row) for row in await self._store.rows()}
         self._values = values
         self._redactor = Redactor(values)
         self._version = version
 
-
-def read_secret_value(stream_text: str) -> str:
-    """The value as read from stdin or a prompt: one trailing newline is not part of it."""
-    return stream_text[:-1] if stream_text.endswith("\n") else stream_text
+    def open(self, row: SecretRow) -> str:
+        """A stored secret's value (SEALED when it does not decrypt)."""
+        if self._box is None:
+            raise errors.Sealed("the broker is sealed (no master key)")
+        return self._box.open(row).decode("utf-8", errors="strict")

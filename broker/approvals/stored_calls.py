@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from broker import errors, jsonexact
 from broker.pipeline import Call, Outcome
-from broker.store import CallRecord
+from broker.storage.records import CallRecord
 from broker.v1 import broker_pb2 as pb
 
 # States of a stored call, and which of them are final.
@@ -21,7 +21,6 @@ FINAL = (DONE, TOOL_ERROR, FAILED, DENIED, EXPIRED, CANCELLED, UNKNOWN, RECONCIL
 
 def new_record(call: Call, state: str, why: Mapping[str, object], now: int) -> CallRecord:
     """The stored form of ``call`` as it enters the calls table in ``state``."""
-    assert call.arguments is not None
     return CallRecord(
         call_id=call.call_id,
         agent=call.agent,
@@ -42,7 +41,6 @@ def new_record(call: Call, state: str, why: Mapping[str, object], now: int) -> C
 def binding_digest(call: Call) -> str:
     """SHA-256 over what will execute: agent, tool, arguments and the secret behind each
     credential slot. An approval (and an idempotency key) holds for this digest only."""
-    assert call.action is not None
     policy = call.snapshot.policies.policies.get(call.agent)
     tool = call.action.tool
     secrets = {

@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from broker.commands.storage_access import with_audit, with_state
 from broker.errors import ConfigError
 from broker.policy.model import SECRET_NAME
-from broker.redact import MIN_SECRET_LENGTH
-from broker.secrets import SecretBox, load_master_key
+from broker.redactor import MIN_SECRET_LENGTH
 from broker.settings import load_settings
-from broker.store import SecretTable, read_audit
+from broker.storage.records import AuditQuery
+from broker.vault import SecretBox, load_master_key
 
 
 def add_secret_commands(commands: Any) -> None:
@@ -78,11 +79,11 @@ def _put(args: argparse.Namespace, *, replace: bool) -> int:
     box, settings = _box(args)
     value = _read_value(args.name)
     nonce, ciphertext = box.seal(args.name, value.encode())
-    table = SecretTable.open(settings.database)
-    try:
-        done = table.put(args.name, nonce, ciphertext, int(time.time() * 1000), replace=replace)
-    finally:
-        table.close()
+    now = int(time.time() * 1000)
+    done = with_state(
+        settings,
+        lambda state: state.secrets.put(args.name, nonce, ciphertext, now, replace=replace),
+    )
     if not done:
         hint = "use: broker secrets set" if replace else "use: broker secrets rotate"
         state = "no secret" if replace else "a secret"
@@ -103,22 +104,14 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
-    table = SecretTable.open(load_settings(args.config).database)
-    try:
-        if not table.delete(args.name):
-            raise ConfigError(args.name, "there is no secret with this name")
-    finally:
-        table.close()
+    if not with_state(load_settings(args.config), lambda state: state.secrets.delete(args.name)):
+        raise ConfigError(args.name, "there is no secret with this name")
     print(f"deleted {args.name}", file=sys.stderr)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    table = SecretTable.open(load_settings(args.config).database)
-    try:
-        rows = table.rows()
-    finally:
-        table.close()
+    rows = with_state(load_settings(args.config), lambda state: state.secrets.rows())
     entries = [
         {
             "name": r.name,
@@ -152,7 +145,11 @@ def fingerprint_command(args: argparse.Namespace) -> int:
     fingerprint = box.fingerprint(value.encode())
     print(f"fingerprint {fingerprint}")
     used = (
-        [row for row in read_audit(settings.database) if fingerprint in row.detail]
+        [
+            row
+            for row in with_audit(settings.database, lambda audit: audit.query(AuditQuery()))
+            if fingerprint in row.detail
+        ]
         if settings.database.exists()
         else []
     )

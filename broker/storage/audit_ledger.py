@@ -1,0 +1,99 @@
+"""``audit.db`` as the audit writer process writes it: where the chain ends, records and
+checkpoints in one transaction, the log fsynced and copied into the database.
+
+The chain's logic (linking, when to sign) is the writer's (``broker.audit.writer``); its SQL is
+here. Failures become StoreError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from broker.storage.group_commit import open_for_writes
+from broker.storage.records import AUDIT_COLUMNS, CheckpointRow, StoreError
+from broker.storage.sqlite_connection import BUSY_TIMEOUT_S, WalSync, rollback
+from broker.storage.sqlite_schema import AUDIT_MIGRATIONS, audit_database
+
+log = logging.getLogger(__name__)
+
+# The column names are constants and every value is bound: no injection path.
+INSERT_RECORD = (
+    f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})"
+)
+INSERT_CHECKPOINT = (
+    "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, ts_ms, kind, key_id, signature) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class AuditLedger:
+    """The writer's connection to audit.db."""
+
+    def __init__(self, database: Path) -> None:
+        path = audit_database(database)
+        try:
+            self._conn = open_for_writes(path, AUDIT_MIGRATIONS)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the audit database {path}: {exc}") from None
+        self._conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        self._wal = WalSync(Path(f"{path}-wal"))
+
+    def head(self) -> tuple[tuple[int, str] | None, CheckpointRow | None]:
+        """(seq, hash) of the last record, and the last checkpoint."""
+        last = self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        mark = self._conn.execute(
+            "SELECT seq, head_hash, ts_ms, kind, key_id, signature FROM audit_checkpoints "
+            "ORDER BY seq DESC LIMIT 1"
+        )
+        record, checkpoint = last.fetchone(), mark.fetchone()
+        return (
+            (int(record[0]), str(record[1])) if record else None,
+            CheckpointRow(*checkpoint) if checkpoint else None,
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, rolled back (StoreError) if any of it fails."""
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(self._conn)
+            raise StoreError(f"database write failed: {exc}") from None
+
+    def insert(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Chained records (every column, hash last), inside a transaction."""
+        self._conn.executemany(INSERT_RECORD, rows)
+
+    def insert_checkpoint(self, mark: CheckpointRow) -> None:
+        """A signed checkpoint, inside a transaction."""
+        self._conn.execute(
+            INSERT_CHECKPOINT,
+            (mark.seq, mark.head_hash, mark.ts_ms, mark.kind, mark.key_id, mark.signature),
+        )
+
+    def sync(self) -> None:
+        """fsync the log: what is committed is then on disk."""
+        try:
+            self._wal.sync()
+        except OSError as exc:
+            raise StoreError(f"fsync of the audit log failed: {exc}") from None
+
+    def copy_log(self) -> None:
+        """Copy the log into the database (a failure only lets the log grow: logged)."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("copying the audit log into its database failed, will retry: %s", exc)
+
+    def close(self) -> None:
+        """Close the connection and the log file."""
+        self._conn.close()
+        self._wal.close()

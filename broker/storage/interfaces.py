@@ -1,0 +1,192 @@
+"""The storage seam: what the broker asks of a database, as typed async interfaces.
+
+The broker never passes SQL around; it calls these. ``sqlite_state`` and ``sqlite_audit``
+implement them on the embedded SQLite files (the default); another backend implements the
+same methods with the same meaning (the contract each docstring states), and the broker does
+not change.
+
+Reads are ``async`` and never run on the event loop's thread. A few writes are *queued*
+(plain ``def``): budget use, taint, a secret's last use. Nobody waits for them, but they are
+committed before the next audit record is (``StateStore.settle``), so before the answer of the
+call that made them leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from broker.storage.records import (
+    Attempt,
+    AuditQuery,
+    AuditRow,
+    CallRecord,
+    CheckpointRow,
+    Freeze,
+    SecretRow,
+    TaintRow,
+    Usage,
+)
+
+# (seq, head hash, ts_ms) -> (key id, signature): signs an anchor checkpoint
+Sign = Callable[[int, str, int], tuple[str, str]]
+
+
+class CallStore(Protocol):
+    """Calls that outlive their request: writes (intent, then outcome) and pending calls."""
+
+    async def insert(self, record: CallRecord) -> bool:
+        """Store a new call; False when (agent, idempotency_key) is already taken."""
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        """One call by id."""
+
+    async def find(self, agent: str, idempotency_key: str) -> CallRecord | None:
+        """The call an agent made with this idempotency key."""
+
+    async def transition(
+        self, call_id: str, from_states: Sequence[str], to_state: str, **changes: object
+    ) -> bool:
+        """Compare-and-set: move a call to ``to_state`` (and set ``changes``) only if it is in
+        one of ``from_states``; False when another decision came first. Exactly one of any
+        number of concurrent transitions from the same state succeeds."""
+
+    async def update(self, call_id: str, **changes: object) -> None:
+        """Set fields of a call whatever its state (bookkeeping: Slack message, reminders)."""
+
+    async def in_states(
+        self, states: Sequence[str], *, agent: str | None = None, updated_since_ms: int = 0
+    ) -> list[CallRecord]:
+        """Calls in one of ``states`` (of ``agent`` only, if given), plus, with
+        ``updated_since_ms``, every call updated since then; oldest first."""
+
+    async def expiring(self, now_ms: int) -> list[CallRecord]:
+        """Pending calls whose expiry has come."""
+
+    async def unreminded(self, now_ms: int) -> list[CallRecord]:
+        """Pending calls past their escalation time whose reminder has not been sent."""
+
+    async def count(self, state: str) -> int:
+        """How many calls are in ``state``."""
+
+    async def mark_unfinished(self, now_ms: int) -> list[CallRecord]:
+        """At start: writes that began (``executing``) and never recorded an outcome become
+        ``outcome_unknown``; returns them. They are never executed again."""
+
+
+class FreezeStore(Protocol):
+    """The kill switches in force."""
+
+    async def all(self) -> dict[str, Freeze]:
+        """agent (or ``*``) -> its freeze."""
+
+    async def set(self, freeze: Freeze) -> None:
+        """Freeze an agent (replacing an earlier freeze of it); durable when this returns."""
+
+    async def clear(self, agent: str) -> bool:
+        """Lift a freeze; False when there was none."""
+
+
+class BudgetStore(Protocol):
+    """Budget use per scope and period."""
+
+    async def usage(self, scope: str, period: str) -> Usage:
+        """What has been spent of a budget so far."""
+
+    def add_usage(self, scope: str, period: str, usage: Usage) -> None:
+        """Queued: add ``usage`` (calls and cost; the alert level is the highest seen)."""
+
+
+class TaintStore(Protocol):
+    """Values that came from outside, per agent and task."""
+
+    async def values(self, agent: str, task_id: str) -> list[TaintRow]:
+        """Every outside value seen in this agent's task."""
+
+    def add(self, agent: str, task_id: str, row: TaintRow, now_ms: int) -> None:
+        """Queued: remember an outside value for the task (once per kind and value)."""
+
+
+class SecretStore(Protocol):
+    """Encrypted secrets (the store never sees a plaintext value)."""
+
+    async def version(self) -> int:
+        """A number that changes whenever the secrets may have changed, also from another
+        process (the ``broker secrets`` command): cached values reload when it does."""
+
+    async def rows(self) -> list[SecretRow]:
+        """Every secret, by name."""
+
+    async def put(
+        self, name: str, nonce: bytes, ciphertext: bytes, now_ms: int, *, replace: bool
+    ) -> bool:
+        """Store a new secret (``replace`` False) or a new value for an existing one (True);
+        False when the name was not in the state that asks for."""
+
+    async def delete(self, name: str) -> bool:
+        """Remove a secret; False when there was none."""
+
+    def used(self, name: str, now_ms: int) -> None:
+        """Queued: note when a secret was last used."""
+
+
+class StateStore(Protocol):
+    """The broker's own state (not the audit trail): one database, one backend."""
+
+    @property
+    def calls(self) -> CallStore:
+        """Stored calls."""
+
+    @property
+    def freezes(self) -> FreezeStore:
+        """Kill switches."""
+
+    @property
+    def budgets(self) -> BudgetStore:
+        """Budget use."""
+
+    @property
+    def taint(self) -> TaintStore:
+        """Outside values per task."""
+
+    @property
+    def secrets(self) -> SecretStore:
+        """Encrypted secrets."""
+
+    async def open(self) -> None:
+        """Connect (creating and migrating the schema if needed); StoreError if it cannot."""
+
+    async def close(self) -> None:
+        """Let queued writes commit, then disconnect."""
+
+    def settle(self, *, durable: bool) -> Awaitable[None] | None:
+        """None when no queued write is outstanding; else an awaitable done once they are
+        committed (and, with ``durable``, on disk)."""
+
+
+class AuditReader(Protocol):
+    """The audit trail, read (and pruned) by the broker at start and by the command line."""
+
+    async def query(self, query: AuditQuery) -> list[AuditRow]:
+        """Records matching ``query``, in chain order."""
+
+    def chain(self, from_seq: int) -> AsyncIterator[tuple[Any, ...]]:
+        """Every record from ``from_seq`` on (all columns, hash last), in chain order,
+        streamed: a verify of millions of records holds few at a time."""
+
+    async def checkpoints(self) -> list[CheckpointRow]:
+        """Every signed checkpoint, oldest first."""
+
+    async def recent_nonces(self, since_ms: int) -> dict[str, int]:
+        """Accepted nonces recorded at or after ``since_ms``, with when they were recorded."""
+
+    async def attempts(self, since_ms: int) -> list[Attempt]:
+        """The final records of calls since ``since_ms``: the loop detector's memory."""
+
+    async def close(self) -> None:
+        """Let go of the database."""
+
+    async def prune(self, before_ms: int, sign: Sign) -> tuple[int, CheckpointRow | None]:
+        """Delete the records older than ``before_ms`` and the checkpoints before the cut, in
+        one transaction that leaves a signed ``prune`` checkpoint (an anchor) at the last
+        record removed; (records removed, the anchor)."""

@@ -1,0 +1,89 @@
+"""Writing and checking an audit trail outside a running broker, with the broker's own parts:
+the state database, the audit writer process behind its pipe, and the SQLite audit reader."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from broker.audit.checkpoints import Signer
+from broker.audit.pipe import AuditPipe
+from broker.audit.trail import AuditTrail
+from broker.audit.verification import Checkpoint, Verdict, prune, verify
+from broker.storage.records import AuditQuery, AuditRow
+from broker.storage.sqlite_audit import SqliteAuditReader
+from broker.storage.sqlite_schema import audit_database
+from broker.storage.sqlite_state import SqliteState
+
+
+@contextlib.asynccontextmanager
+async def opened_trail(
+    path: Path, key: Path | None = None, durability: str = "process"
+) -> AsyncIterator[AuditTrail]:
+    """The trail beside broker database ``path`` as the broker opens it; stopped (the writer
+    signs its head when it has a key) on the way out."""
+    state = SqliteState(path, durability="fsync" if durability == "fsync" else "process")
+    await state.open()
+    trail = AuditTrail(AuditPipe(audit_database(path), durability, key), state.settle)
+    await trail.start()
+    try:
+        yield trail
+    finally:
+        await state.close()
+        await trail.close()
+
+
+def append(path: Path, rows: list[AuditRow], key: Path | None = None) -> None:
+    """Append ``rows`` one at a time, then stop the writer."""
+
+    async def write() -> None:
+        async with opened_trail(path, key) as trail:
+            for row in rows:
+                await trail.append(row)
+
+    asyncio.run(write())
+
+
+def verify_at(
+    path: Path, public_key: Ed25519PublicKey, external: Checkpoint | None = None
+) -> Verdict:
+    """``broker audit verify`` of the trail beside ``path``."""
+
+    async def check() -> Verdict:
+        reader = SqliteAuditReader(path)
+        try:
+            return await verify(reader, public_key, external)
+        finally:
+            await reader.close()
+
+    return asyncio.run(check())
+
+
+def query_at(path: Path, query: AuditQuery) -> list[AuditRow]:
+    """``broker audit query`` of the trail beside ``path``."""
+
+    async def read() -> list[AuditRow]:
+        reader = SqliteAuditReader(path)
+        try:
+            return await reader.query(query)
+        finally:
+            await reader.close()
+
+    return asyncio.run(read())
+
+
+def prune_at(path: Path, before_ms: int, signer: Signer) -> tuple[int, Checkpoint | None]:
+    """``broker audit prune`` of the trail beside ``path``."""
+
+    async def cut() -> tuple[int, Checkpoint | None]:
+        reader = SqliteAuditReader(path)
+        try:
+            return await prune(reader, before_ms, signer)
+        finally:
+            await reader.close()
+
+    return asyncio.run(cut())
