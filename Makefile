@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/broker.yaml
 
-.PHONY: install run sandbox-tools test demo bench lint proto clean
+.PHONY: install run run-packages test-packages test demo bench lint proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,21 +16,36 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## run: the example upstream and the broker with examples/broker.yaml; Ctrl-C stops both
-run: install sandbox-tools
+run: install run-packages
 	$(PY) examples/run_dev.py --config $(CONFIG)
 
-## sandbox-tools: bubblewrap (the sandbox) and pdftotext (an example tool), installed when
-## missing and we may (root with apt-get); otherwise say what to install
-sandbox-tools:
-	@command -v bwrap >/dev/null && command -v pdftotext >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -q && apt-get install -y -q bubblewrap poppler-utils util-linux; \
-	  else \
-	    echo "command tools need bubblewrap and poppler-utils: apt-get install bubblewrap poppler-utils"; \
-	  fi; }
+# Debian packages: bubblewrap and util-linux (the sandbox), poppler-utils (the example pdftotext
+# tool); the tests also run a real nginx. Installed when missing and we may (root with
+# apt-get); otherwise the make says what to install (the tests that need one skip, saying why).
+RUN_PACKAGES  := bwrap:bubblewrap pdftotext:poppler-utils prlimit:util-linux
+TEST_PACKAGES := $(RUN_PACKAGES) nginx:nginx-light
+
+run-packages:
+	@$(call install_missing,$(RUN_PACKAGES))
+
+test-packages:
+	@$(call install_missing,$(TEST_PACKAGES))
+
+# $(1): command:package pairs; the packages of the commands that are not found
+define install_missing
+missing=""; for pair in $(1); do command -v "$${pair%%:*}" >/dev/null || \
+  [ -x "/usr/sbin/$${pair%%:*}" ] || missing="$$missing $${pair#*:}"; done; \
+if [ -n "$$missing" ]; then \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+  else \
+    echo "not installed:$$missing (Debian: apt-get install$$missing); tests that need them skip"; \
+  fi; \
+fi
+endef
 
 ## test: the whole suite (pytest's "no tests collected", exit 5, fails like any other error)
-test: install
+test: install test-packages
 	$(PY) -m pytest
 
 ## demo: a scripted agent against the broker that `make run` started

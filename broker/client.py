@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -146,6 +146,70 @@ def _result(message: pb.CallResult) -> ToolResult:
     return result
 
 
+# One request of a conversation with the broker: (method, signed request, timeout).
+Request = tuple[str, pb.SignedRequest, float | None]
+# A conversation: it yields requests, is sent their answers, and returns the call's result.
+Conversation = Generator[Request, Any, ToolResult]
+
+
+class _Session:
+    """What both clients share: the signer, the stubs on a channel, and each RPC as a
+    conversation (the requests to send and what their answers mean). The blocking client
+    drives a conversation with blocking sends, the asyncio client with awaited ones."""
+
+    def __init__(self, credentials: AgentCredentials, broker_id: str, timeout: float) -> None:
+        self.signer = _Signer(credentials, broker_id)
+        self.timeout = timeout
+
+    @staticmethod
+    def stubs(channel: Any) -> dict[str, Any]:
+        """A stub per ToolBroker method on ``channel`` (grpc's or grpc.aio's)."""
+        return {
+            method: channel.unary_unary(
+                SERVICE + method,
+                request_serializer=pb.SignedRequest.SerializeToString,
+                response_deserializer=response.FromString,
+            )
+            for method, response in _RESPONSES.items()
+        }
+
+    def call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | str | None,
+        *,
+        idempotency_key: str,
+        task_id: str,
+        intent: str,
+        timeout: float | None,
+        wait_for_approval: bool,
+    ) -> Conversation:
+        """Call, then (when it waits for a human) Await until the policy's escalation time."""
+        signed = self.signer.call(
+            tool, arguments, idempotency_key=idempotency_key, task_id=task_id, intent=intent
+        )
+        try:
+            return _result((yield ("Call", signed, timeout)))
+        except ApprovalPending as pending:
+            if not wait_for_approval:
+                raise
+            while _waiting_ms(pending) > 0:
+                try:
+                    return (
+                        yield from self.await_call(
+                            pending.call_id, min(_waiting_ms(pending), 30_000)
+                        )
+                    )
+                except ApprovalPending as again:
+                    pending = again
+            raise
+
+    def await_call(self, call_id: str, wait_ms: int) -> Conversation:
+        """One Await: the outcome, or ApprovalPending while undecided."""
+        signed = self.signer.await_call(call_id, wait_ms)
+        return _result((yield ("Await", signed, wait_ms / 1000 + self.timeout)))
+
+
 class BrokerClient:
     """A blocking client for one agent. Use as a context manager, or call ``close()``."""
 
@@ -157,17 +221,11 @@ class BrokerClient:
         broker_id: str,
         timeout: float = 30.0,
     ) -> None:
-        self.signer = _Signer(credentials, broker_id)
+        self._session = _Session(credentials, broker_id, timeout)
+        self.signer = self._session.signer
         self.timeout = timeout
         self._channel = grpc.insecure_channel(target)
-        self._stubs = {
-            method: self._channel.unary_unary(
-                SERVICE + method,
-                request_serializer=pb.SignedRequest.SerializeToString,
-                response_deserializer=response.FromString,
-            )
-            for method, response in _RESPONSES.items()
-        }
+        self._stubs = _Session.stubs(self._channel)
 
     @classmethod
     def from_key_file(cls, key_file: str | Path, target: str, **kwargs: Any) -> BrokerClient:
@@ -188,20 +246,17 @@ class BrokerClient:
         """Call ``tool`` (``"tool.action"``) with ``arguments`` (a mapping or JSON text). A
         call that needs a human is awaited until the policy's escalate_after; then (or at once
         with ``wait_for_approval=False``) ApprovalPending is raised."""
-        signed = self.signer.call(
-            tool, arguments, idempotency_key=idempotency_key, task_id=task_id, intent=intent
+        return self._run(
+            self._session.call(
+                tool,
+                arguments,
+                idempotency_key=idempotency_key,
+                task_id=task_id,
+                intent=intent,
+                timeout=timeout,
+                wait_for_approval=wait_for_approval,
+            )
         )
-        try:
-            return _result(self.send("Call", signed, timeout))
-        except ApprovalPending as pending:
-            if not wait_for_approval:
-                raise
-            while _waiting_ms(pending) > 0:
-                try:
-                    return self.await_call(pending.call_id, min(_waiting_ms(pending), 30_000))
-                except ApprovalPending as again:
-                    pending = again
-            raise
 
     def list_tools(self, timeout: float | None = None) -> list[pb.ToolInfo]:
         """The tool actions this agent may call."""
@@ -209,8 +264,7 @@ class BrokerClient:
 
     def await_call(self, call_id: str, wait_ms: int = 30_000) -> ToolResult:
         """Wait for a pending call's outcome; ApprovalPending while it is still undecided."""
-        timeout = wait_ms / 1000 + self.timeout
-        return _result(self.send("Await", self.signer.await_call(call_id, wait_ms), timeout))
+        return self._run(self._session.await_call(call_id, wait_ms))
 
     def send(self, method: str, signed: pb.SignedRequest, timeout: float | None = None) -> Any:
         """Send an already signed request as it is (tools and tests use this to replay)."""
@@ -218,6 +272,15 @@ class BrokerClient:
             return self._stubs[method](signed, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             raise errors.from_grpc_error(exc) from None
+
+    def _run(self, conversation: Conversation) -> ToolResult:
+        try:
+            request = next(conversation)
+            while True:
+                request = conversation.send(self.send(*request))
+        except StopIteration as done:
+            result: ToolResult = done.value
+            return result
 
     def close(self) -> None:
         """Close the channel."""
@@ -243,17 +306,11 @@ class AsyncBrokerClient:
         broker_id: str,
         timeout: float = 30.0,
     ) -> None:
-        self.signer = _Signer(credentials, broker_id)
+        self._session = _Session(credentials, broker_id, timeout)
+        self.signer = self._session.signer
         self.timeout = timeout
         self._channel = aio.insecure_channel(target)
-        self._stubs = {
-            method: self._channel.unary_unary(
-                SERVICE + method,
-                request_serializer=pb.SignedRequest.SerializeToString,
-                response_deserializer=response.FromString,
-            )
-            for method, response in _RESPONSES.items()
-        }
+        self._stubs = _Session.stubs(self._channel)
 
     @classmethod
     def from_key_file(cls, key_file: str | Path, target: str, **kwargs: Any) -> AsyncBrokerClient:
@@ -274,20 +331,17 @@ class AsyncBrokerClient:
         """Call ``tool`` (``"tool.action"``) with ``arguments`` (a mapping or JSON text). A
         call that needs a human is awaited until the policy's escalate_after; then (or at once
         with ``wait_for_approval=False``) ApprovalPending is raised."""
-        signed = self.signer.call(
-            tool, arguments, idempotency_key=idempotency_key, task_id=task_id, intent=intent
+        return await self._run(
+            self._session.call(
+                tool,
+                arguments,
+                idempotency_key=idempotency_key,
+                task_id=task_id,
+                intent=intent,
+                timeout=timeout,
+                wait_for_approval=wait_for_approval,
+            )
         )
-        try:
-            return _result(await self.send("Call", signed, timeout))
-        except ApprovalPending as pending:
-            if not wait_for_approval:
-                raise
-            while _waiting_ms(pending) > 0:
-                try:
-                    return await self.await_call(pending.call_id, min(_waiting_ms(pending), 30_000))
-                except ApprovalPending as again:
-                    pending = again
-            raise
 
     async def list_tools(self, timeout: float | None = None) -> list[pb.ToolInfo]:
         """The tool actions this agent may call."""
@@ -295,9 +349,7 @@ class AsyncBrokerClient:
 
     async def await_call(self, call_id: str, wait_ms: int = 30_000) -> ToolResult:
         """Wait for a pending call's outcome; ApprovalPending while it is still undecided."""
-        timeout = wait_ms / 1000 + self.timeout
-        signed = self.signer.await_call(call_id, wait_ms)
-        return _result(await self.send("Await", signed, timeout))
+        return await self._run(self._session.await_call(call_id, wait_ms))
 
     async def send(
         self, method: str, signed: pb.SignedRequest, timeout: float | None = None
@@ -307,6 +359,15 @@ class AsyncBrokerClient:
             return await self._stubs[method](signed, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             raise errors.from_grpc_error(exc) from None
+
+    async def _run(self, conversation: Conversation) -> ToolResult:
+        try:
+            request = next(conversation)
+            while True:
+                request = conversation.send(await self.send(*request))
+        except StopIteration as done:
+            result: ToolResult = done.value
+            return result
 
     async def close(self) -> None:
         """Close the channel."""

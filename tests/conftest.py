@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from broker.client import BrokerClient
+from broker.sandbox import sandbox_available
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, RunningBroker, Workspace
 
@@ -45,6 +47,23 @@ INVOICE_ACTIONS: dict[str, Any] = {
         },
     },
 }
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A real program or server a test needs is missing here: skip, saying why. In CI (the
+    ``CI`` variable is set, as .ci/run's caller sets it) fail instead: .ci/run installs every
+    one of them, and the suite must not pass there without them."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must provide it (.ci/run installs it)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def sandbox() -> None:
+    """Bubblewrap can build sandboxes here (``make test`` installs it where it may)."""
+    problem = sandbox_available()
+    if problem is not None:
+        unavailable(problem)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ retries, the kill switch; through a real broker, a recording upstream and the ad
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from broker import errors
-from broker.client import ApprovalPending, BrokerClient
+from broker.client import AdminClient, ApprovalPending, BrokerClient
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, Workspace, await_decision, read_audit
 
@@ -197,6 +198,71 @@ def test_a_freeze_takes_effect_on_the_next_request_everywhere(
     assert [r.path for r in upstream.requests] == ["/invoices", "/invoices"]
     rows = read_audit(ws.database)
     assert any(r.rpc == "freeze" and r.agent == "local-admin" for r in rows)
+
+
+def _approved_before_the_stop(ws: Workspace, call_id: str) -> None:
+    """The calls table as a broker stopped (or crashed) leaves it between a human's approval
+    and the approved call's start: approved, not yet executing."""
+    conn = sqlite3.connect(ws.database, isolation_level=None)
+    try:
+        conn.execute(
+            "UPDATE calls SET state = 'approved', decided_by = 'admin:local-admin' "
+            "WHERE call_id = ?",
+            (call_id,),
+        )
+    finally:
+        conn.close()
+
+
+def _state_once_run(admin: AdminClient, call_id: str, seconds: float = 10.0) -> str:
+    """The stored call's state once it has left ``approved`` (it runs in the background)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        states = {c.call_id: c.state for c in admin.list_approvals(include_decided=True)}
+        if states.get(call_id) != "approved" or time.monotonic() > deadline:
+            return states.get(call_id, "")
+        time.sleep(0.05)  # polling the admin service; bounded by the deadline
+
+
+def test_a_call_approved_before_a_stop_runs_once_at_the_next_start(
+    ws: Workspace, upstream: FakeUpstream
+) -> None:
+    agent = payer(ws)
+    upstream.respond = lambda request: Reply(body={"paid": True})
+    with ws.broker() as broker:
+        with broker.client(agent) as client:
+            asked = pending(client)
+        broker.stop()
+        _approved_before_the_stop(ws, asked.call_id)
+        broker.start()
+        with broker.client(agent) as client:
+            assert await_decision(client, asked.call_id).result == {"paid": True}
+        broker.restart()  # and not again after that
+        with broker.client(agent) as client:
+            assert client.await_call(asked.call_id, wait_ms=100).result == {"paid": True}
+    assert len(upstream.requests) == 1
+
+
+def test_a_freeze_stops_an_approved_call_that_has_not_started(
+    ws: Workspace, upstream: FakeUpstream
+) -> None:
+    agent = payer(ws)
+    with ws.broker() as broker:
+        with broker.client(agent) as client, broker.admin() as admin:
+            asked = pending(client)
+            admin.freeze("payer", reason="card stolen")
+        broker.stop()
+        # it was approved a moment before the freeze; the broker stopped before it ran
+        _approved_before_the_stop(ws, asked.call_id)
+        broker.start()
+        with broker.client(agent) as client, broker.admin() as admin:
+            assert _state_once_run(admin, asked.call_id) == "failed"
+            admin.unfreeze("payer")  # the agent may ask again: its call stays refused
+            with pytest.raises(errors.AgentFrozen, match="stolen"):
+                await_decision(client, asked.call_id)
+    assert upstream.requests == []
+    final = [r for r in read_audit(ws.database, asked.call_id) if r.rpc == "call"][-1]
+    assert (final.event, final.reason) == ("refused", "AGENT_FROZEN")
 
 
 def test_agent_keys_cannot_use_the_admin_service(ws: Workspace, upstream: FakeUpstream) -> None:

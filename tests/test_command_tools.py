@@ -29,7 +29,7 @@ sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0)
 
 
 @pytest.fixture
-def tools_ws(world_readable: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+def tools_ws(world_readable: Path, monkeypatch: pytest.MonkeyPatch, sandbox: None) -> Workspace:
     ws = Workspace(world_readable)
     scripts = world_readable / "tools" / "scripts"
     scripts.mkdir(parents=True)
@@ -167,7 +167,7 @@ def test_without_bubblewrap_command_tools_fail_closed(
     assert "bubblewrap" in refused.value.message
 
 
-def test_the_example_wordcount_tool(world_readable: Path) -> None:
+def test_the_example_wordcount_tool(world_readable: Path, sandbox: None) -> None:
     shutil.copytree(ROOT / "tools", world_readable / "tools")
     ws = Workspace(world_readable)
     agent = ws.agent("counter", grants=["wordcount.count"])

@@ -18,6 +18,7 @@ import yaml
 from broker.settings import load_settings
 from broker.snapshot import load_snapshot
 from broker.testing import RunningBroker
+from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,9 @@ def test_the_repository_files_load() -> None:
     assert snapshot.catalog.get("invoices.pay") is not None
 
 
-def test_the_demo_agent_sees_each_outcome(world_readable: Path) -> None:
+def test_the_demo_agent_sees_each_outcome(world_readable: Path, sandbox: None) -> None:
+    if shutil.which("pdftotext") is None:
+        unavailable("pdftotext is not installed (Debian: poppler-utils); the demo reads a PDF")
     root = world_readable
     for folder in ("policies", "tools", "examples/docs"):
         shutil.copytree(ROOT / folder, root / folder)

@@ -33,7 +33,10 @@ from broker.sandbox import (
     run_sandboxed,
     sandbox_available,
 )
+from tests.conftest import unavailable
 
+# Every test here runs real sandboxes: without bubblewrap they skip, saying so (in CI they fail).
+pytestmark = pytest.mark.usefixtures("sandbox")
 PYTHON = "/usr/bin/python3"
 REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -90,7 +93,6 @@ async def wait_for_file(path: Path, within: float = 10) -> None:
 
 
 def test_bubblewrap_works_on_this_machine() -> None:
-    # CI must install bubblewrap: no test here is skipped for its absence.
     assert sandbox_available() is None
 
 
@@ -609,6 +611,8 @@ def minimal_pdf(text: str) -> bytes:
 
 
 def test_pdftotext_runs_on_a_pdf_in_a_read_only_folder(host_dir: Path) -> None:
+    if shutil.which("pdftotext") is None:
+        unavailable("pdftotext is not installed (Debian: poppler-utils)")
     document = host_dir / "letter.pdf"
     document.write_bytes(minimal_pdf("Hello from the sandbox"))
     document.chmod(0o644)

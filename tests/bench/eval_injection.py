@@ -32,7 +32,7 @@ from broker.untrusted.findings import HIDDEN_TEXT, TASK_REQUEST
 from tests.bench.harness import machine, publish
 from tests.untrusted_samples import BENIGN_EMAILS, INJECTIONS
 
-CORPUS = Path("/work/shared/corpus/bipia")
+CORPUS = Path(__file__).resolve().parents[3] / "shared/corpus/bipia"  # beside the checkout
 HEADING = "## Untrusted content: detection on BIPIA (development figures)"
 POSITIONS = ("start", "middle", "end")
 _SENTENCE_START = re.compile(r"(?:(?<=[.!?])\s+|\n+)(?=\S)")
