@@ -17,12 +17,12 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 from broker import errors
 from broker.identity import Verified
 from broker.manifest import ToolAction
+from broker.outcome import Outcome as Outcome  # what a stage returns, named here too
 from broker.policy import GrantRef
 from broker.snapshot import Snapshot
 from broker.storage.records import CallRecord
@@ -78,24 +78,6 @@ APPROVED_STAGES: tuple[str, ...] = (
 )
 APPROVED_GIVEN = frozenset({"verified", "record"})  # rebuilt from the stored call
 ADMIN_STAGES: tuple[str, ...] = ("audit", "verify_admin", "admin")
-
-
-@dataclass
-class Outcome:
-    """What a request produced, before it becomes a protobuf message."""
-
-    state: int = pb.CallResult.DONE
-    result_json: str = ""
-    upstream_status: int = 0
-    findings: list[pb.Finding] = field(default_factory=list)
-    approval_note: str = ""
-    escalate_at_ms: int = 0
-    expires_at_ms: int = 0
-    call_id: str = ""  # set when the answer belongs to an earlier call (idempotent retry, Await)
-    upstream_rest: float = 0.0  # seconds the upstream asked every caller to wait (rate headers)
-    untrusted_paths: list[str] = field(default_factory=list)  # outside values in result_json
-    tools: list[pb.ToolInfo] | None = None  # ListTools only
-    reply: Any = None  # the admin service's answer message
 
 
 class Provided(Generic[T]):

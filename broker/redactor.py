@@ -13,7 +13,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, quote_plus
+
+from broker import jsonexact
 
 MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words; refused at `secrets set`
 
@@ -96,3 +99,36 @@ class Redactor:
 
                 text = shape.sub(token, text)
         return text
+
+
+def redact_result(text: str, redactor: Redactor) -> tuple[str, Redaction]:
+    """``redact_json`` with its own count of what was replaced (the work a worker does)."""
+    found = Redaction()
+    return redact_json(text, redactor, found), found
+
+
+def redact_json(text: str, redactor: Redactor, found: Redaction) -> str:
+    """Redact JSON text and keep it JSON: text-level first (fast, the common case), then value
+    by value when a secret sat where a replacement would break the syntax (a bare number)."""
+    redacted = redactor.redact(text, found)
+    if not found or redacted == text:
+        return redacted
+    try:
+        jsonexact.loads(redacted)
+    except jsonexact.JsonError:
+        return jsonexact.dumps(_walk(jsonexact.loads(text), redactor))
+    return redacted
+
+
+def _walk(value: Any, redactor: Redactor) -> Any:
+    if isinstance(value, dict):
+        return {redactor.redact(k): _walk(v, redactor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(v, redactor) for v in value]
+    if isinstance(value, str):
+        return redactor.redact(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    text = str(value)
+    redacted = redactor.redact(text)
+    return value if redacted == text else redacted

@@ -81,10 +81,12 @@ from broker.storage.interfaces import AuditReader, StateStore
 from broker.storage.records import StoreError
 from broker.v1 import broker_pb2 as pb
 from broker.vault import SecretBox, Vault, load_master_key
+from broker.workers import Workers
 
 log = logging.getLogger(__name__)
 
 SERVICE = "broker.v1.ToolBroker"
+
 ADMIN_SERVICE = "broker.v1.Admin"
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 
@@ -130,8 +132,10 @@ class Broker:
         self._audit_reader: AuditReader = audit_reader(settings)
         self._trail: AuditTrail | None = None
         self._server: aio.Server | None = None
-        self._http = HttpAdapter()
-        self._command = CommandAdapter(settings.bwrap)
+        # big answers are worked on in processes of their own (see broker.workers)
+        self._workers = Workers()
+        self._http = HttpAdapter(self._workers)
+        self._command = CommandAdapter(self._workers, settings.bwrap)
         self._approvals: Approvals | None = None
         self._slack: SlackNotifier | None = None
         self._http_side: HttpSide | None = None
@@ -297,6 +301,7 @@ class Broker:
         if self._slack is not None:
             await self._slack.close()
         await self._http.close()
+        await self._workers.close()
         await self._state.close()  # queued writes commit before the last records go out
         if self._trail is not None:
             await self._trail.close()
@@ -318,8 +323,8 @@ class Broker:
             "retry": RetryStage(),
             "circuit": CircuitStage(Circuits()),
             "journal": JournalStage(self._state.calls),
-            "redact": RedactStage(vault),
-            "untrusted": UntrustedStage(self._state.taint),
+            "redact": RedactStage(vault, self._workers),
+            "untrusted": UntrustedStage(self._state.taint, self._workers, self.settings.detector),
             "execute": ExecuteStage(self._http, self._command, vault),
             "list_tools": ListToolsStage(),
         }

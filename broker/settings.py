@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from broker.units import Duration
+from broker.untrusted.detectors import load_detector
 from broker.yamlfile import load_model
 
 MAX_REQUEST_WINDOW = 300.0
@@ -110,6 +111,11 @@ class BrokerSettings(BaseModel):
         1.0, description="How often pending calls are checked for reminders and expiry."
     )
     bwrap: str = Field("bwrap", description="The bubblewrap program that sandboxes command tools.")
+    detector: str = Field(
+        "features",
+        description="What looks for injected instructions in untrusted output: features (the "
+        "built-in detector), none, or package.module:Name for one installed beside the broker.",
+    )
     reload_interval: Duration = Field(
         2.0,
         description="How often to look for changed policy and tool files (0s: only on SIGHUP). "
@@ -126,6 +132,12 @@ class BrokerSettings(BaseModel):
                 "slack needs http_listen (Slack sends button clicks to it) or socket_mode: true"
             )
         return self
+
+    @field_validator("detector")
+    @classmethod
+    def _detector_loads(cls, value: str) -> str:
+        load_detector(value)  # DetectorError (a ValueError) says what was wrong
+        return value
 
     @field_validator("reload_interval")
     @classmethod

@@ -260,3 +260,43 @@ def test_arguments_too_large_or_unsafe_for_a_header_are_refused(
                 idempotency_key="k2\r\nX-Evil: 1",
             )
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    ("detector", "flagged"),
+    [
+        ("features", {("prompt_injection", "$.body")}),
+        ("none", set()),
+        ("tests.detector_doubles:Shouting", {("prompt_injection", "$.body")}),
+    ],
+)
+def test_the_detector_is_chosen_by_configuration(
+    mailbox: Workspace, detector: str, flagged: set[tuple[str, str]]
+) -> None:
+    agent = careless(mailbox)
+    with mailbox.broker(detector=detector) as broker, broker.client(agent) as client:
+        result = client.call("mail.get_message", {"id": "m-1"}, task_id="t1")
+    kinds = {(f.kind, f.path) for f in result.findings}
+    assert ("hidden_text", "$.body") in kinds  # cleaning is the defence, whatever detects
+    assert {k for k in kinds if k[0] == "prompt_injection"} == flagged
+    assert ATTACKER not in result.result["body"]
+    if detector.endswith("Shouting"):  # its own finding, not the built-in detector's
+        details = [f.detail for f in result.findings if f.kind == "prompt_injection"]
+        assert details and all(d.startswith("in hidden text: shouting: SYSTEM") for d in details)
+
+
+@pytest.mark.parametrize(
+    ("detector", "problem"),
+    [
+        ("clever", "no detector 'clever': use one of features, none, or package.module:Name"),
+        ("tests.no_such_module:Thing", "detector 'tests.no_such_module:Thing' cannot be loaded"),
+        ("tests.detector_doubles:NOT_A_DETECTOR", "cannot be loaded"),
+    ],
+)
+def test_a_detector_that_cannot_be_had_is_a_config_error(
+    ws: Workspace, detector: str, problem: str
+) -> None:
+    with pytest.raises(errors.ConfigError, match="detector") as failed:
+        ws.settings(detector=detector)
+    assert problem in str(failed.value)
+    assert failed.value.line is not None  # the config file's line, for the fix

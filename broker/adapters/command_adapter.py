@@ -8,7 +8,6 @@ Exit status 0 is DONE; any other is the tool's own failure (TOOL_ERROR) with its
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -17,11 +16,12 @@ from decimal import Decimal
 from typing import Any
 
 from broker import errors, jsonexact
+from broker.adapters.command_answers import interpret
 from broker.manifest import CommandAction, CommandTool, ToolAction
-from broker.pipeline import Outcome
-from broker.sandbox import SandboxResult, SandboxSpec, run_sandboxed
-from broker.v1 import broker_pb2 as pb
+from broker.outcome import Outcome
+from broker.sandbox import SandboxSpec, run_sandboxed
 from broker.vault import Injected
+from broker.workers import Workers
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -29,7 +29,8 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 class CommandAdapter:
     """Runs command tools in bubblewrap; fails closed (SANDBOX_UNAVAILABLE) without it."""
 
-    def __init__(self, bwrap: str = "bwrap") -> None:
+    def __init__(self, workers: Workers, bwrap: str = "bwrap") -> None:
+        self._workers = workers  # what a big output means is worked out there
         self._bwrap = bwrap
 
     async def execute(
@@ -50,7 +51,7 @@ class CommandAdapter:
         result = await run_sandboxed(
             argv, sandbox, stdin=stdin, deadline=deadline, bwrap=self._bwrap
         )
-        return interpret(result)
+        return await self._workers.run(len(result.stdout), interpret, result)
 
 
 def sandbox_spec(tool: CommandTool, credentials: Sequence[Injected] = ()) -> SandboxSpec:
@@ -101,41 +102,3 @@ def _text(name: str, value: Any) -> str:
     if isinstance(value, str | int | Decimal):
         return str(value)
     raise errors.InvalidArguments(f"$.{name}: a command argument must be a string or a number")
-
-
-def interpret(result: SandboxResult) -> Outcome:
-    """Exit 0 is DONE with stdout (JSON as it came, other text as a JSON string); any other
-    exit is TOOL_ERROR with the exit code, stdout and stderr."""
-    stdout = result.stdout.decode("utf-8", errors="replace")
-    findings = []
-    if result.stdout_truncated or result.stderr_truncated:
-        findings.append(
-            pb.Finding(
-                kind="output_truncated", path="$", detail="the tool wrote more than its output cap"
-            )
-        )
-    if result.exit_code == 0:
-        return Outcome(result_json=_as_json(stdout), upstream_status=0, findings=findings)
-    body = {
-        "exit_code": result.exit_code,
-        "stdout": stdout,
-        "stderr": result.stderr.decode("utf-8", errors="replace"),
-    }
-    return Outcome(
-        state=pb.CallResult.TOOL_ERROR,
-        result_json=json.dumps(body, ensure_ascii=False),
-        upstream_status=result.exit_code,
-        findings=findings,
-    )
-
-
-def _as_json(text: str) -> str:
-    stripped = text.strip()
-    if stripped.startswith(("{", "[")):
-        try:
-            json.loads(stripped)
-        except ValueError:
-            pass  # looks like JSON but is not: hand it on as text
-        else:
-            return stripped
-    return json.dumps(text, ensure_ascii=False)

@@ -17,14 +17,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import json
-import re
 import socket
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -33,31 +28,22 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from broker import errors, jsonexact
-from broker.manifest import HttpAction, HttpTool, SoftLimitRule, ToolAction
-from broker.pipeline import Outcome
-from broker.v1 import broker_pb2 as pb
+from broker.adapters.http_answers import HttpResponse, interpret
+from broker.manifest import HttpAction, HttpTool, ToolAction
+from broker.outcome import Outcome
 from broker.vault import Injected
+from broker.workers import Workers
 
 USER_AGENT = "toolbroker/0.1"
-DEFAULT_RETRY_AFTER = 1.0
-MAX_RETRY_AFTER = 300.0
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """What came back: the status, the headers and the body (at most the tool's size cap)."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    content_type: str
 
 
 class HttpAdapter:
-    """Sends tool calls over HTTP; one connection pool per tool, made on first use."""
+    """Sends tool calls over HTTP; one connection pool per tool, made on first use. What a
+    big answer means is worked out in a worker process (``workers``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: Workers) -> None:
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._workers = workers
 
     async def send(
         self,
@@ -129,7 +115,7 @@ class HttpAdapter:
         """Send the call and say what its answer means for the agent."""
         response = await self.send(action, arguments, time_left, credentials, idempotency_key)
         assert isinstance(action.tool, HttpTool)
-        return interpret(action.tool, response)
+        return await self._workers.run(len(response.body), interpret, action.tool, response)
 
     def _session(self, tool: HttpTool) -> aiohttp.ClientSession:
         session = self._sessions.get(tool.name)
@@ -300,105 +286,3 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         """Nothing to release."""
-
-
-def interpret(tool: HttpTool, response: HttpResponse) -> Outcome:
-    """What an answer means. A 429, or any answer the manifest's ``rate_limited_when`` rules
-    recognise (a 200 with ``{"error": "rate_limited"}``), is UPSTREAM_RATE_LIMITED: never a
-    result. 5xx is UPSTREAM_UNAVAILABLE. 2xx is DONE; any other status is the tool's own
-    failure, TOOL_ERROR, with its body. Remaining 0 with a reset asks every caller to rest."""
-    status = response.status
-    text = response.body.decode("utf-8", errors="replace")
-    if status == 429 or any(_matches(rule, status, text) for rule in tool.rate_limited_when):
-        wait = response.headers.get("retry-after") or _reset(tool, response)
-        raise errors.UpstreamRateLimited(
-            f"{tool.name} answered {status} meaning 'too many requests'; wait before calling "
-            "it again",
-            retry_after=retry_after(wait),
-        )
-    if status >= 500:
-        wait = response.headers.get("retry-after")  # a 503 may say when to come back
-        raise errors.UpstreamUnavailable(
-            f"{tool.name} answered {status}; the call did not complete",
-            retry_after=retry_after(wait) if wait else None,
-        )
-    state = pb.CallResult.DONE if 200 <= status < 300 else pb.CallResult.TOOL_ERROR
-    rest = 0.0
-    remaining = response.headers.get(tool.rate_limit_headers.remaining.lower(), "").strip()
-    if remaining == "0" and _reset(tool, response):
-        rest = retry_after(_reset(tool, response))
-    return Outcome(
-        state=state, result_json=body_as_json(response), upstream_status=status, upstream_rest=rest
-    )
-
-
-def _reset(tool: HttpTool, response: HttpResponse) -> str | None:
-    """The reset header as seconds from now (it may be epoch seconds or a delay)."""
-    value = response.headers.get(tool.rate_limit_headers.reset.lower(), "").strip()
-    if not value.replace(".", "", 1).isdigit():
-        return None
-    number = float(value)
-    seconds = number - time.time() if number > 1_000_000_000 else number
-    return str(max(0, int(seconds + 0.999)))
-
-
-def _matches(rule: SoftLimitRule, status: int, text: str) -> bool:
-    if rule.status is not None and rule.status != status:
-        return False
-    if rule.body_regex is not None and not re.search(rule.body_regex, text[:65536]):
-        return False
-    if rule.json_path is not None:
-        found, value = _json_at(text, rule.json_path)
-        if not found:
-            return False
-        if rule.equals is not None and value != rule.equals:
-            return False
-        if rule.contains is not None and rule.contains not in str(value):
-            return False
-    return True
-
-
-_STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[([0-9]+)\]")
-
-
-def _json_at(text: str, path: str) -> tuple[bool, Any]:
-    try:
-        value: Any = json.loads(text)
-    except ValueError:
-        return False, None
-    for name, index in _STEP.findall(path[1:]):
-        if name and isinstance(value, dict) and name in value:
-            value = value[name]
-        elif index and isinstance(value, list) and int(index) < len(value):
-            value = value[int(index)]
-        else:
-            return False, None
-    return True, value
-
-
-def body_as_json(response: HttpResponse) -> str:
-    """The body as JSON text: a JSON body as it came, anything else as one JSON string."""
-    text = response.body.decode("utf-8", errors="replace")
-    if "json" in response.content_type and text:
-        try:
-            json.loads(text)
-        except ValueError:
-            pass  # labelled JSON but is not: hand it on as text
-        else:
-            return text
-    return json.dumps(text, ensure_ascii=False)
-
-
-def retry_after(value: str | None, now: float | None = None) -> float:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped; a default
-    when it is missing or unreadable."""
-    if not value:
-        return DEFAULT_RETRY_AFTER
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return DEFAULT_RETRY_AFTER
-    return min(max(0.0, when - (time.time() if now is None else now)), MAX_RETRY_AFTER)

@@ -3,7 +3,8 @@
 For each string: HTML (a real tag in it) becomes the text a reader would see, hidden parts
 reported as ``hidden_text`` and scanned; invisible Unicode is stripped and compatibility
 letters mapped (``invisible_unicode``, ``unicode_normalised``, ``mixed_script``); then the
-detector looks for text addressed to the model. Numbers (``Decimal`` included), booleans and
+detector (``detectors``: the built-in feature detector unless the config names another) looks
+for text addressed to the model. Numbers (``Decimal`` included), booleans and
 null pass through untouched; member names lose invisible characters (unless two would then
 collide) and long ones are scanned, but are not listed as untrusted paths.
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.untrusted.detect import scan, scan_decoded
+from broker.untrusted.detectors import Detector, FeatureDetector
 from broker.untrusted.findings import (
     FINDINGS_TRUNCATED,
     HIDDEN_TEXT,
@@ -56,9 +57,9 @@ class Cleaned:
     untrusted_paths: list[str]
 
 
-def clean_value(value: Any, *, path: str = "$") -> Cleaned:
+def clean_value(value: Any, *, path: str = "$", detector: Detector | None = None) -> Cleaned:
     """Clean every string in ``value`` (a parsed JSON value); ``path`` names its root."""
-    walk = _Walk()
+    walk = _Walk(detector or FeatureDetector())
     cleaned = walk.value(value, path, 0)
     findings = walk.findings
     if walk.dropped:
@@ -75,6 +76,7 @@ def clean_text(text: str, *, path: str = "$") -> tuple[str, list[Finding]]:
 
 @dataclass
 class _Walk:
+    detector: Detector
     findings: list[Finding] = field(default_factory=list)
     dropped: int = 0
     paths: list[str] = field(default_factory=list)
@@ -118,7 +120,7 @@ class _Walk:
         if name != key:
             self.add(_unicode_findings(cleaned, where))
         if len(name) >= MIN_SCANNED_KEY:
-            self.add([f for f in scan(name, where) if f.kind != TASK_REQUEST])
+            self.add([f for f in self.detector.scan(name, where) if f.kind != TASK_REQUEST])
         return name
 
     def string(self, text: str, path: str) -> str:
@@ -129,9 +131,9 @@ class _Walk:
         cleaned = clean_unicode(text)
         self.add(_unicode_findings(cleaned, path))
         for smuggled in cleaned.smuggled:
-            self.add(scan_decoded(smuggled, "invisible characters", path))
+            self.add(self.detector.scan_decoded(smuggled, "invisible characters", path))
         view = detection_view(cleaned.text) if cleaned.mixed else cleaned.text
-        self.add(scan(view, path))
+        self.add(self.detector.scan(view, path))
         return cleaned.text
 
     def cut(self, text: str, path: str) -> str:
@@ -146,20 +148,21 @@ class _Walk:
         visible = html_to_text(text)
         for chunk in visible.hidden:
             self.add([Finding(HIDDEN_TEXT, path, f"{chunk.reason}: {excerpt(chunk.text)}")])
-            self.add(_scan_removed(chunk.text, path, "in hidden text"))
+            self.add(self.removed(chunk.text, path, "in hidden text"))
         for comment in visible.comments:
-            self.add(_scan_removed(comment, path, "in an HTML comment"))
+            self.add(self.removed(comment, path, "in an HTML comment"))
         more = visible.hidden_total - len(visible.hidden)
         if more:
             self.add([Finding(HIDDEN_TEXT, path, f"{more} more hidden parts not listed")])
         return visible.text
 
-
-def _scan_removed(text: str, path: str, where: str) -> list[Finding]:
-    """Detector findings in text that cleaning removed: the model will not see it, but that
-    someone hid an instruction there is worth knowing. Off-topic questions are not."""
-    found = scan(clean_unicode(text).text, path)
-    return [Finding(f.kind, path, f"{where}: {f.detail}") for f in found if f.kind != TASK_REQUEST]
+    def removed(self, text: str, path: str, where: str) -> list[Finding]:
+        """Detector findings in text that cleaning removed: the model will not see it, but
+        that someone hid an instruction there is worth knowing. Off-topic questions are not."""
+        found = self.detector.scan(clean_unicode(text).text, path)
+        return [
+            Finding(f.kind, path, f"{where}: {f.detail}") for f in found if f.kind != TASK_REQUEST
+        ]
 
 
 def _unicode_findings(cleaned: UnicodeCleaned, path: str) -> list[Finding]:

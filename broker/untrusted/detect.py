@@ -27,6 +27,16 @@ it is a list of strings from any corpus; each feature is a grammatical or struct
 - ``suspicious_code``: code that reads local data and sends it out, downloads and runs a
   program, or damages the system.
 
+How its figures were obtained: ``python -m tests.bench.eval_injection`` (``make bench``)
+inserts each attack instruction of BIPIA's email task (training split) at the start, middle
+and end of each clean email, as BIPIA does, and counts the emails flagged (BENCHMARKS.md,
+"Untrusted content"); the detector was developed looking at that split, so those are
+development figures: 78% of attacked emails flagged (97% counting ``task_request``), 0 of 50
+clean ones. On a held-out suite of 21 published injection attacks against an obedient agent
+it flagged 10 of the 21 injected messages (48%) and 0 of 20 clean ones. Expect less on
+attacks written to evade it: it is one ``Detector`` (``detectors``) and can be replaced by
+configuration.
+
 The features are in ``features`` (built from ``vocabulary``), the other findings in
 ``payloads``. Every regular expression runs once over the whole (lower-cased) text and is
 linear: bounded repetitions, possessive quantifiers on runs that could otherwise be re-split,

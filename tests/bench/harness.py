@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,9 @@ def broker_process(
     workdir: Path,
     upstream_url: str,
     tools: dict[str, Any] | None = None,
+    grants: list[Any] | None = None,
     without: str = "",
+    inline: bool = False,
     **config: Any,
 ) -> Iterator[BrokerProcess]:
     """A `broker run` process on a copy of the repository's tools and policies."""
@@ -110,9 +113,12 @@ def broker_process(
     # a benchmark repeats one request on purpose, ~2,000 a second: not a loop
     policy = yaml.safe_load((workdir / "policies/invoice-agent.yaml").read_text())
     policy["limits"] = {"loop": {"repeats": 10_000, "within": "1s"}}
+    policy["grants"] += grants or []
     (workdir / "policies/invoice-agent.yaml").write_text(yaml.safe_dump(policy))
     master = ensure_master_key_file(workdir / "data" / "master.key")
-    asyncio.run(_store_api_key(workdir / "data" / "broker.db", master))
+    # on a loop of its own, in a thread: the benchmarks call this from inside theirs
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, _store_api_key(workdir / "data" / "broker.db", master)).result()
     for name, extra in (tools or {}).items():
         (workdir / f"tools/{name}.yaml").write_text(yaml.safe_dump(extra))
     port = free_port()
@@ -130,7 +136,7 @@ def broker_process(
     config_path.write_text(yaml.safe_dump(settings))
     log = (workdir / "broker.log").open("wb")
     command = [sys.executable, "-m", "broker", "run", "--config", str(config_path)]
-    if without:  # a variant with stages left out, to measure what they cost
+    if without or inline:  # a variant, to measure what stages cost or what workers save
         command = [
             sys.executable,
             "-m",
@@ -139,6 +145,7 @@ def broker_process(
             str(config_path),
             "--without",
             without,
+            *(["--inline"] if inline else []),
         ]
     process = subprocess.Popen(
         command,
