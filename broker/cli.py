@@ -1,7 +1,9 @@
 """The ``broker`` command: run the broker, make agent keys, call a tool.
 
 Exit status: 0 on success, 1 when the broker refused or failed the call, 2 for a usage or
-config problem, 3 when the call reached the tool and the tool failed (TOOL_ERROR).
+config problem, 3 when the call reached the tool and the tool failed (TOOL_ERROR), 4 when a
+database could not be used, 5 when the call waits for a human (approve it, then ``broker call``
+again with the same idempotency key).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -20,7 +23,7 @@ from typing import Any
 import uvloop
 
 from broker import errors
-from broker.client import BrokerClient, ToolError, pretty
+from broker.client import ApprovalPending, BrokerClient, ToolError, pretty
 from broker.commands.audit_commands import add_audit_commands
 from broker.commands.operator_commands import add_admin_commands
 from broker.commands.policy_commands import add_policy_commands
@@ -36,6 +39,7 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_TOOL_ERROR = 3
 EXIT_DATABASE = 4  # a database could not be read or written (missing, locked, full)
+EXIT_PENDING = 5  # the call waits for a human
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_DATABASE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`broker audit export | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +145,9 @@ def _call(args: argparse.Namespace) -> int:
             print(f"tool error: upstream status {exc.result.upstream_status}", file=sys.stderr)
             print(pretty(exc.result))
             return EXIT_TOOL_ERROR
+        except ApprovalPending as pending:
+            print(f"pending: call {pending.call_id} waits for a human; {pending.note}")
+            return EXIT_PENDING
     print(
         f"{result.state} (call {result.call_id}, upstream status {result.upstream_status})",
         file=sys.stderr,

@@ -14,6 +14,7 @@ from broker.storage.interfaces import AuditReader
 from broker.storage.records import AuditQuery, AuditRow
 
 FINAL_EVENTS = ("executed", "refused", "failed", "pending", "replayed")
+ADMIN_RPCS = ("freeze", "unfreeze", "list_approvals", "decide", "reconcile")
 ANOMALY_FACTOR = 3
 HISTORY_DAYS = 7
 
@@ -70,8 +71,8 @@ async def daily(
     calls_by_day: dict[str, Counter[int]] = defaultdict(Counter)
     cost_by_day: dict[str, Counter[int]] = defaultdict(Counter)
     for row in rows:
-        if not row.agent or row.ts_ms < history_start:
-            continue
+        if not row.agent or row.ts_ms < history_start or row.rpc in ADMIN_RPCS:
+            continue  # operators' requests are not an agent's day
         index = (row.ts_ms - history_start) // 86_400_000  # 0..6 the week before, 7 today
         if row.rpc == "call" and row.event in FINAL_EVENTS:
             calls_by_day[row.agent][index] += 1

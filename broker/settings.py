@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -32,6 +34,20 @@ class AdminKey(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$", description="Who, in the audit.")
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
     ed25519: str = Field(description="Base64 of the 32-byte public key (broker keygen).")
+
+    @field_validator("ed25519")
+    @classmethod
+    def _public_key(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(
+                "not an Ed25519 public key: write the base64 of its 32 bytes, as broker keygen "
+                "prints it"
+            )
+        return value
 
 
 class SlackSettings(BaseModel):
@@ -69,7 +85,8 @@ class BrokerSettings(BaseModel):
     broker_id: str = Field(min_length=1, description="The audience agents sign for.")
     listen: HostPort = Field("127.0.0.1:50051", description="gRPC address: ToolBroker, health.")
     http_listen: HostPort | None = Field(
-        None, description="HTTP side: /healthz and Slack's /slack/interactions (off if unset)."
+        None,
+        description="HTTP side: /healthz, /metrics and Slack's /slack/interactions (off if unset).",
     )
     data_dir: Path = Field(description="SQLite file and the broker's own keys; made if missing.")
     policies: Path = Field(description="Folder of policy files, one per agent.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,52 @@ def test_run_refuses_an_unusable_data_dir_without_a_traceback(
     err = capsys.readouterr().err
     assert "cannot use data_dir" in err
     assert "Traceback" not in err
+
+
+def test_a_call_left_waiting_for_a_human_says_so_and_how_to_resume(
+    ws: Workspace, upstream: FakeUpstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "payer.key"
+    main(["keygen", "--agent", "payer", "--out", str(key)])
+    (entry,) = yaml.safe_load(capsys.readouterr().out.split("\n", 1)[1])
+    policy = {"agent": "payer", "keys": [entry], "grants": [{"tool": "invoices.pay"}]}
+    ws.write("policies/payer.yaml", {**policy, "escalate_after": "1s"})
+    with ws.broker() as broker:
+        base = ["--agent", "payer", "--key", str(key), "--target", broker.target]
+        pay = ["invoices.pay", '{"id": "INV-1", "amount": 5}', "--idempotency-key", "k1"]
+        assert main(["call", *base, "--broker-id", "broker.test", *pay]) == 5
+    captured = capsys.readouterr()
+    assert captured.out.startswith("pending: call c")
+    assert "broker approve c" in captured.out
+    assert "Traceback" not in captured.err
+    assert upstream.requests == []
+
+
+def test_an_admin_key_that_is_not_one_is_refused_with_its_line(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws.settings()  # the workspace's config, with its folders
+    config = ws.root / "broker.yaml"
+    text = config.read_text() + "admin_keys:\n  - {name: ops, id: ops-1, ed25519: not-a-key}\n"
+    config.write_text(text)
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}:" in err
+    assert "not an Ed25519 public key" in err
+    assert "Traceback" not in err
+
+
+def test_an_export_read_only_in_part_ends_quietly(ws: Workspace, upstream: FakeUpstream) -> None:
+    agent = ws.agent("reader", grants=["invoices.list"], limits={"loop": {"repeats": 10_000}})
+    with ws.broker() as broker, broker.client(agent) as client:
+        for n in range(300):
+            client.call("invoices.list", {"limit": n})
+    command = [sys.executable, "-m", "broker", "audit", "export", "--config", "broker.yaml"]
+    export = subprocess.Popen(command, cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert export.stdout is not None and export.stderr is not None
+    first = export.stdout.readline()  # then the reader goes away, like `| head -1`
+    export.stdout.close()
+    err = export.stderr.read().decode()
+    assert export.wait(60) == 0
+    assert first.startswith(b"{")
+    assert "Traceback" not in err and "BrokenPipe" not in err

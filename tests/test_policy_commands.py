@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from broker.cli import main
+from broker.client import ApprovalPending
 from broker.commands.policy_commands import SCHEMAS, json_schema
 from broker.commands.storage_access import with_audit
 from broker.policy.check import check_folders
 from broker.policy.replay import replay
-from broker.testing import FakeUpstream, Reply, Workspace, read_audit
+from broker.testing import FakeUpstream, Reply, Workspace, await_decision, read_audit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -359,6 +360,25 @@ def test_replay_finds_the_arguments_of_a_call_that_arrived_before_its_window(
     (changed,) = report.changed
     assert changed.row.call_id == call_id
     assert changed.now.reason == "ARGUMENT_NOT_ALLOWED"
+
+
+def test_replay_under_the_same_policy_changes_nothing_approved_calls_included(
+    ws: Workspace, upstream: FakeUpstream
+) -> None:
+    credentials = ws.agent("payer", grants=["invoices.list", "invoices.pay"])
+    with ws.broker() as broker, broker.client(credentials) as client, broker.admin() as admin:
+        client.call("invoices.list", {})
+        with pytest.raises(ApprovalPending) as asked:
+            pay = {"id": "INV-1", "amount": 5}
+            client.call("invoices.pay", pay, idempotency_key="k1", wait_for_approval=False)
+        admin.decide(asked.value.call_id, approve=True)
+        assert await_decision(client, asked.value.call_id).state == "DONE"
+    policies = check_folders(ws.root / "policies", ws.root / "tools").policy_set()
+
+    report = with_audit(ws.database, lambda audit: replay(audit, policies, 0))
+
+    # one verdict per call, the policy's: the approved run's own record is not a second one
+    assert (report.decided, report.changed) == (2, [])
 
 
 def test_schemas_ship_with_the_code_and_are_current() -> None:

@@ -112,6 +112,7 @@ def fixture_rows() -> list[AuditRow]:
             latency_ms=3,
         ),
     ]
+    rows.append(_row(_ms(DAY, 5.5), "local-admin", "freeze", rpc="freeze"))  # an operator
     for n in range(10):
         rows += [
             _row(_ms(DAY, 6 + n / 10), "burner", "decided", cost=5, call_id=f"b{n}"),
@@ -181,7 +182,7 @@ def _move_into(ws: Workspace, database: Path) -> None:
 
 
 def test_the_figures_of_a_known_day(database: Path) -> None:
-    burner, steady = daily(database, DAY)
+    burner, steady = daily(database, DAY)  # the operator's freeze is no agent's day
     assert burner.agent == "burner"
     assert burner.calls == 12  # 10 executed, 2 asked
     assert (burner.asked, burner.granted, burner.denied, burner.expired) == (2, 1, 1, 1)

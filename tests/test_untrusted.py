@@ -610,6 +610,9 @@ def test_a_string_over_the_limit_is_cut_and_reported() -> None:
     ],
     ids=lambda s: repr(s[:12]),
 )
+# Each finishes in under 2 s here; quadratic work on a megabyte would take hours. 30 s tells
+# the two apart on the busiest machine, without timing anything tightly.
+@pytest.mark.timeout(30)
 def test_pathological_input_finishes(hostile: str) -> None:
     cleaned = clean_value({"body": hostile})
     extract_taint({"body": hostile})

@@ -95,6 +95,7 @@ def check_folders(policies: Path, tools: Path) -> FileSet:
 def check_files(policy_paths: Iterable[Path], tool_paths: Iterable[Path]) -> FileSet:
     """Load every file, then check policies against the tools; nothing stops at the first
     problem."""
+    policy_list = list(policy_paths)  # walked twice: loading, then naming files in errors
     files = FileSet()
     # The set's hash covers tools as well as policies: either can change a decision.
     digest = hashlib.sha256()
@@ -109,7 +110,7 @@ def check_files(policy_paths: Iterable[Path], tool_paths: Iterable[Path]) -> Fil
             files.tools.append(tool)
     catalog = ToolCatalog(files.tools)
     seen_keys: dict[str, str] = {}
-    for path in policy_paths:
+    for path in policy_list:
         _hash_file(digest, "policies", path)
         loaded = _load(path, Policy, files, key="agent", kind="policy")
         if loaded is None:
@@ -125,7 +126,7 @@ def check_files(policy_paths: Iterable[Path], tool_paths: Iterable[Path]) -> Fil
         _check_grants(files, path, doc, policy, catalog)
         _check_credentials(files, path, doc, policy, catalog)
         files.policies.append(policy)
-    _check_shared_secrets(files, policy_paths_by_agent(files.policies, policy_paths))
+    _check_shared_secrets(files, policy_paths_by_agent(files.policies, policy_list))
     files.digest = digest.hexdigest()
     return files
 

@@ -39,14 +39,16 @@ class ReplayReport:
     skipped: int  # arguments too large to have been recorded
 
 
-def recorded_outcome(row: AuditRow) -> str | None:
+def recorded_outcome(row: AuditRow, ran: bool = False) -> str | None:
     """What the policy said at the time: allow, approval or deny REASON; None when the call
-    never reached the policy (it failed authentication)."""
+    never reached the policy (it failed authentication). ``ran``: the call has a ``decided``
+    record, so the policy let it run and a refusal after that (a path the command adapter
+    refused) was not the policy's."""
     if row.rpc != "call" or not row.agent or row.event in (*STEP_EVENTS, "replayed"):
         return None  # one verdict per call: its final record
     if row.decision in _HUMAN or row.reason in _HUMAN_REASONS:
         return "approval"
-    if row.decision == "refused" and row.reason in _POLICY_DENIALS:
+    if row.decision == "refused" and row.reason in _POLICY_DENIALS and not ran:
         return f"deny {row.reason}"
     return "allow"
 
@@ -57,10 +59,14 @@ async def replay(audit: AuditReader, policies: PolicySet, since_ms: int) -> Repl
     changed: list[Replayed] = []
     rows = await audit.query(AuditQuery(since_ms=since_ms))
     sent = {row.call_id: row.arguments for row in rows if row.event == "received"}
+    ran = {row.call_id for row in rows if row.event == "decided"}
+    verdicts: set[str] = set()
     for row in rows:
-        was = recorded_outcome(row)
-        if was is None:
+        was = recorded_outcome(row, row.call_id in ran)
+        # the first verdict is the policy's: an approved call's run records one more
+        if was is None or row.call_id in verdicts:
             continue
+        verdicts.add(row.call_id)
         arguments = row.arguments or sent.get(row.call_id)
         if arguments is None:  # the call arrived before ``since_ms``
             arguments = await _sent(audit, row.call_id)
