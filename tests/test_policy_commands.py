@@ -368,8 +368,8 @@ def test_replay_under_the_same_policy_changes_nothing_approved_calls_included(
     credentials = ws.agent("payer", grants=["invoices.list", "invoices.pay"])
     with ws.broker() as broker, broker.client(credentials) as client, broker.admin() as admin:
         client.call("invoices.list", {})
+        pay = {"id": "INV-1", "amount": 5}
         with pytest.raises(ApprovalPending) as asked:
-            pay = {"id": "INV-1", "amount": 5}
             client.call("invoices.pay", pay, idempotency_key="k1", wait_for_approval=False)
         admin.decide(asked.value.call_id, approve=True)
         assert await_decision(client, asked.value.call_id).state == "DONE"
