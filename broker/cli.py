@@ -44,7 +44,7 @@ EXIT_PENDING = 5  # the call waits for a human
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``broker`` console script."""
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
@@ -66,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The `broker` command line, every subcommand registered."""
     parser = argparse.ArgumentParser(prog="broker", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
