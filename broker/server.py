@@ -167,6 +167,7 @@ class Broker:
         audit_key(self.settings.data_dir)  # made on first start
         try:
             await self._state.open()
+            await self._audit_reader.prepare()
             self._trail = await self._start_audit_writer()
         except StoreError as exc:
             raise errors.ConfigError(str(self.settings.database), str(exc)) from None

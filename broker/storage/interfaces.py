@@ -167,6 +167,10 @@ class StateStore(Protocol):
 class AuditReader(Protocol):
     """The audit trail, read (and pruned) by the broker at start and by the command line."""
 
+    async def prepare(self) -> None:
+        """Create the trail's schema, or bring it up to date (the broker does this at start,
+        before its audit writer opens the trail); StoreError if it cannot."""
+
     async def query(self, query: AuditQuery) -> list[AuditRow]:
         """Records matching ``query``, in chain order."""
 

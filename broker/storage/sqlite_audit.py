@@ -29,7 +29,7 @@ from broker.storage.sqlite_connection import (
     read_only,
     rollback,
 )
-from broker.storage.sqlite_schema import audit_database
+from broker.storage.sqlite_schema import audit_database, prepare_audit_database
 
 _SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit "  # noqa: S608
 _CHECKPOINTS = (
@@ -48,6 +48,13 @@ class SqliteAuditReader:
     def __init__(self, database: Path) -> None:
         self.path = audit_database(database)
         self._reads = Reads(self.path)
+
+    async def prepare(self) -> None:
+        """Create or migrate audit.db."""
+        try:
+            await asyncio.to_thread(prepare_audit_database, self.path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the audit database {self.path}: {exc}") from None
 
     async def query(self, query: AuditQuery) -> list[AuditRow]:
         """Records matching ``query``, in chain order."""
