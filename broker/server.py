@@ -186,6 +186,8 @@ class Broker:
         self._approvals = self._build_approvals(vault, freezes, approved)
         stages.update(await self._approval_stages(self._approvals, admin))
         self.metrics.pending_from(lambda: self._state.calls.count(PENDING))
+        # before serving: a write starting now must not be taken for one the last run left
+        await self._approvals.recover(now_ms())
         self._server = self._build_server(stages)
         await self._serve_health(self._server)
         self.port = self._bind(self._server)
@@ -201,7 +203,6 @@ class Broker:
             host, _, port = self.settings.http_listen.rpartition(":")
             self._http_side = HttpSide(host, int(port), interactions, self.metrics)
             self.http_port = await self._http_side.start()
-        await self._approvals.recover(now_ms())
         loop = asyncio.get_running_loop()
         interval = self.settings.approval_timer_interval
         self._tasks.append(loop.create_task(self._approvals.run_timers(interval)))
