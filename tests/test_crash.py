@@ -4,12 +4,13 @@ OUTCOME_UNKNOWN, never run again, and listed for a human to reconcile."""
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,18 +21,26 @@ from broker.testing import FakeUpstream, Reply, Workspace
 PAY = {"id": "INV-9", "amount": 10}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _start(config: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "broker", "run", "--config", config],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
-def _start(config: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "broker", "run", "--config", config],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _port(process: subprocess.Popen[bytes], log: Path, seconds: float = 30.0) -> int:
+    """The port the broker bound (it listens on port 0: a port picked here and handed to it
+    could be taken meanwhile by another suite running on the machine)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = re.search(r"serving on port (\d+)", log.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+        assert process.poll() is None, "the broker exited:\n" + log.read_text(errors="replace")
+        time.sleep(0.05)  # the broker process is starting; bounded by the deadline
+    raise AssertionError("the broker did not start")
 
 
 def _wait_serving(client: BrokerClient, seconds: float = 20.0) -> None:
@@ -52,12 +61,13 @@ def test_a_write_cut_off_by_kill_9_is_outcome_unknown_after_restart(
         "payer",
         grants=[{"tool": "invoices.pay", "approval": "never", "no_approval_because": "test"}],
     )
-    listen = f"127.0.0.1:{_free_port()}"
-    ws.settings(listen=listen)
+    ws.settings(listen="127.0.0.1:0")
     config = str(ws.root / "broker.yaml")
     upstream.respond = lambda request: Reply(body={"paid": True}, delay=5)
-    first = _start(config)
+    log = ws.root / "broker.log"
+    first = _start(config, log)
     try:
+        listen = f"127.0.0.1:{_port(first, log)}"
         with BrokerClient(listen, agent, broker_id="broker.test", timeout=15) as client:
             _wait_serving(client)
             outcome: list[BaseException] = []

@@ -26,7 +26,7 @@ from broker.settings import BrokerSettings, SlackSettings, load_settings
 from broker.signing import AgentCredentials
 from broker.testing import RunningBroker
 from tests.conftest import unavailable
-from tests.test_examples import _free_port, _run_dev, _start_upstream
+from tests.test_examples import _run_dev, _start_upstream
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -135,7 +135,7 @@ class Session:
 
     def agent(self) -> BrokerClient:
         key = AgentCredentials.load(dev_key_path(self.settings.data_dir, "invoice-agent"))
-        return BrokerClient(self.settings.listen, key, broker_id=self.settings.broker_id)
+        return BrokerClient(self.broker.target, key, broker_id=self.settings.broker_id)
 
     def pending_payment(self) -> str:
         """A new payment over 1,000.00: it waits for a human (the example policy)."""
@@ -178,10 +178,7 @@ def session(
     root = world_readable
     for folder in ("policies", "tools", "examples"):
         shutil.copytree(ROOT / folder, root / folder)
-    upstream_port, listen = _free_port(), f"127.0.0.1:{_free_port()}"
-    manifest = yaml.safe_load((root / "tools/invoices.yaml").read_text())
-    manifest["base_url"] = f"http://127.0.0.1:{upstream_port}"
-    (root / "tools/invoices.yaml").write_text(yaml.safe_dump(manifest))
+    listen = "127.0.0.1:0"  # the broker binds a free port; the configs then name it
     operator = AgentCredentials.generate("ops-alice")
     operator.save(root / "ops-alice.key")  # the operator key of docs/approvals.md
     admin = [{"name": "ops-alice", "id": operator.key_id, "ed25519": operator.public_key_b64}]
@@ -198,9 +195,15 @@ def session(
     api_key = _run_dev().prepare(settings)
     monkeypatch.chdir(root)
     monkeypatch.delenv("BROKER_MASTER_KEY", raising=False)
-    upstream = _start_upstream(upstream_port, api_key)
+    upstream, port = _start_upstream(api_key)
     try:
+        manifest = yaml.safe_load((root / "tools/invoices.yaml").read_text())
+        manifest["base_url"] = f"http://127.0.0.1:{port}"
+        (root / "tools/invoices.yaml").write_text(yaml.safe_dump(manifest))
         with RunningBroker(settings) as broker:
+            for path in (root / "broker.yaml", root / "examples/broker.yaml"):
+                written = yaml.safe_load(path.read_text())
+                path.write_text(yaml.safe_dump({**written, "listen": broker.target}))
             yield Session(root, broker, settings)
     finally:
         upstream.terminate()

@@ -4,12 +4,14 @@ agent sees every outcome it promises against the example upstream."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +31,35 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_upstream(port: int, api_key: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples/invoices_upstream.py"), "--port", str(port)],
-        env={**os.environ, "INVOICES_API_KEY": api_key},
+def _upstream_answers(port: int, api_key: str) -> bool:
+    """True once our example upstream answers on ``port``: it knows our key and lists the
+    example invoices (another process that took the port meanwhile does not)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invoices", headers={"Authorization": f"Bearer {api_key}"}
     )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
+    try:
+        with urllib.request.urlopen(request, timeout=1) as answer:  # noqa: S310
+            return bool(json.load(answer).get("invoices"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _start_upstream(api_key: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The example upstream and its port. It takes a port number, not port 0: should another
+    process bind the one picked here before the upstream does, another is picked."""
+    for _ in range(5):
+        port = _free_port()
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples/invoices_upstream.py"), "--port", str(port)],
+            env={**os.environ, "INVOICES_API_KEY": api_key},
+        )
+        deadline = time.monotonic() + 15
+        while process.poll() is None and time.monotonic() < deadline:
+            if _upstream_answers(port, api_key):
+                return process, port
             time.sleep(0.1)  # the upstream is starting; bounded by the deadline above
-    process.terminate()
+        process.terminate()
+        process.wait(10)
     raise RuntimeError("the example upstream did not start")
 
 
@@ -58,13 +76,9 @@ def test_the_demo_agent_sees_each_outcome(world_readable: Path, sandbox: None) -
     root = world_readable
     for folder in ("policies", "tools", "examples/docs"):
         shutil.copytree(ROOT / folder, root / folder)
-    port = _free_port()
-    manifest = yaml.safe_load((root / "tools/invoices.yaml").read_text())
-    manifest["base_url"] = f"http://127.0.0.1:{port}"
-    (root / "tools/invoices.yaml").write_text(yaml.safe_dump(manifest))
     config = yaml.safe_load((ROOT / "examples/broker.yaml").read_text())
     config.update(
-        listen=f"127.0.0.1:{_free_port()}",
+        listen="127.0.0.1:0",  # the broker binds a free port itself; the demo is told below
         data_dir="data",
         policies="policies",
         tools="tools",
@@ -74,9 +88,14 @@ def test_the_demo_agent_sees_each_outcome(world_readable: Path, sandbox: None) -
     settings = load_settings(root / "broker.yaml")
     api_key = _run_dev().prepare(settings)
 
-    upstream = _start_upstream(port, api_key)
+    upstream, port = _start_upstream(api_key)
     try:
-        with RunningBroker(settings):
+        manifest = yaml.safe_load((root / "tools/invoices.yaml").read_text())
+        manifest["base_url"] = f"http://127.0.0.1:{port}"
+        (root / "tools/invoices.yaml").write_text(yaml.safe_dump(manifest))
+        with RunningBroker(settings) as broker:
+            config["listen"] = broker.target  # where the demo agent finds the broker
+            (root / "broker.yaml").write_text(yaml.safe_dump(config))
             demo = subprocess.run(
                 [
                     sys.executable,

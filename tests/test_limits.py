@@ -10,6 +10,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,9 @@ def agent(ws: Workspace, name: str = "agent", **policy: Any) -> AgentCredentials
 
 
 def test_a_local_limit_refuses_or_queues(ws: Workspace, upstream: FakeUpstream) -> None:
+    # 2 per 60 s: the second slot frees 30 s after the first call, far longer than any call
+    # takes, so the refusal below cannot depend on how fast the first call was (with 2 per
+    # 1 s, a first call slower than 0.5 s, e.g. on a busy machine, had freed it already)
     tool(ws, upstream, rate_limit={"requests": 2, "per": "60s"})
     a = agent(ws)
     with ws.broker() as broker, broker.client(a) as client:
@@ -125,8 +130,11 @@ def test_an_upstream_429_is_rate_limited_and_the_tool_rests_for_everyone(
 def test_retry_after_as_an_http_date(ws: Workspace, upstream: FakeUpstream) -> None:
     tool(ws, upstream, retries={"max": 0})
     a = agent(ws)
-    when = email.utils.formatdate(time.time() + 30, usegmt=True)
-    upstream.respond = lambda request: Reply(429, "", {"Retry-After": when})
+    # the date 30 s ahead of the answer, as an upstream sends it: made before the broker
+    # started, it aged by however long the start and the first call took (seconds, busy)
+    upstream.respond = lambda request: Reply(
+        429, "", {"Retry-After": email.utils.formatdate(time.time() + 30, usegmt=True)}
+    )
     with (
         ws.broker() as broker,
         broker.client(a) as client,
@@ -170,9 +178,12 @@ def test_remaining_zero_with_a_reset_gives_the_tool_a_rest(
 ) -> None:
     tool(ws, upstream, retries={"max": 0})
     a = agent(ws)
-    reset = str(int(time.time()) + 20)
+    # the reset 20 s ahead of the answer, as an upstream sends it (made before the broker
+    # started, it aged by however long the start and the first call took)
     upstream.respond = lambda request: Reply(
-        200, {"items": []}, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+        200,
+        {"items": []},
+        {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 20)},
     )
     with ws.broker() as broker, broker.client(a) as client:
         assert client.call("api.read", {}).state == "DONE"  # this answer is a real one
@@ -219,6 +230,9 @@ def test_retries_stop_at_the_callers_deadline(ws: Workspace, upstream: FakeUpstr
     a = agent(ws)
     upstream.respond = lambda request: Reply(503, "", {"Retry-After": "10"})
     with ws.broker() as broker, broker.client(a) as client:
+        # a broker's first request waits for its audit writer process to start (seconds on a
+        # busy machine); that is not what the 2 s below are for
+        client.list_tools()
         began = time.monotonic()
         with pytest.raises(errors.Unavailable):
             client.call("api.read", {}, timeout=2.0)
@@ -319,18 +333,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def nginx() -> Iterator[str]:
-    """A real nginx on loopback answering {"ok": true}, limited to 5 requests a second with
-    limit_req and limit_req_status 429."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        unavailable("nginx is not installed (Debian: nginx-light)")
-    root = Path(tempfile.mkdtemp(prefix="nginx-"))
-    (root / "www").mkdir()
-    (root / "www" / "ok.json").write_text('{"ok": true}')
-    port = _free_port()
-    (root / "nginx.conf").write_text(f"""
+NGINX_CONF = """
 daemon off; master_process off; worker_processes 1;
 pid {root}/nginx.pid; error_log {root}/error.log;
 events {{ worker_connections 64; }}
@@ -341,6 +344,7 @@ http {{
   limit_req_zone $binary_remote_addr zone=api:1m rate=5r/s;
   server {{
     listen 127.0.0.1:{port};
+    location = /{token} {{ default_type text/plain; return 200 "{token}"; }}
     location / {{
       limit_req zone=api nodelay;
       limit_req_status 429;
@@ -349,24 +353,58 @@ http {{
     }}
   }}
 }}
-""")
-    process = subprocess.Popen(
-        [binary, "-p", str(root), "-c", str(root / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+"""
+
+
+def _nginx_answers(port: int, token: str) -> bool:
+    """True once this nginx answers on ``port`` (its own token, outside the limited location,
+    so the probe takes no slot); not another process that took the port meanwhile."""
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/{token}", timeout=1) as answer:
+            return bool(answer.read().decode() == token)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def nginx() -> Iterator[str]:
+    """A real nginx on loopback answering {"ok": true}, limited to 5 requests a second with
+    limit_req and limit_req_status 429. nginx cannot listen on port 0: a free port is picked
+    and, should another process take it before nginx binds, picked again."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        unavailable("nginx is not installed (Debian: nginx-light)")
+    root = Path(tempfile.mkdtemp(prefix="nginx-"))
+    (root / "www").mkdir()
+    (root / "www" / "ok.json").write_text('{"ok": true}')
+    token = uuid.uuid4().hex
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        for _ in range(5):
+            port = _free_port()
+            (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port, token=token))
+            process = subprocess.Popen(
+                [binary, "-p", str(root), "-c", str(root / "nginx.conf")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            ready = False
+            deadline = time.monotonic() + 10
+            while not ready and process.poll() is None and time.monotonic() < deadline:
+                ready = _nginx_answers(port, token)
+                if not ready:
+                    time.sleep(0.05)  # nginx is starting; bounded
+            if ready:
                 break
-            except OSError:
-                time.sleep(0.05)  # nginx is starting; bounded
+            process.kill()  # the port was taken (nginx exited), or it never answered
+            process.wait(10)
+        else:
+            raise AssertionError("nginx did not start: " + (root / "error.log").read_text())
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(10)
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(10)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -202,19 +202,32 @@ def test_a_double_click_executes_once(
 def test_deny_and_a_click_after_expiry(
     slack_ws: Workspace, slack: FakeSlack, upstream: FakeUpstream
 ) -> None:
-    agent = _agent(slack_ws, expires_after="3s", escalate_after="1s")
-    with _broker(slack_ws, slack) as broker, broker.client(agent) as client:
+    # The call to deny is asked by an agent whose calls do not expire in 3 s: on a busy
+    # machine the click could come after that, and the call expire before it was denied.
+    agent = _agent(slack_ws)
+    hasty = slack_ws.agent(
+        "hasty",
+        grants=["invoices.pay"],
+        approvers=[APPROVER],
+        expires_after="3s",
+        escalate_after="1s",
+    )
+    with (
+        _broker(slack_ws, slack) as broker,
+        broker.client(agent) as client,
+        broker.client(hasty) as hurried,
+    ):
         denied = _ask(client, key="a")
         url = broker.http_url + "/slack/interactions"
         assert slack.click(url, denied.call_id, "deny", APPROVER) == 200
         with pytest.raises(errors.ApprovalDenied, match=f"slack:{APPROVER}"):
             client.await_call(denied.call_id, wait_ms=5000)
-        late = _ask(client, key="b")
+        late = _ask(hurried, key="b")
         _until(lambda: any("thread_ts" in p for p in slack.posted("chat.postMessage")))
         reminder = next(p for p in slack.posted("chat.postMessage") if "thread_ts" in p)
         assert "Still waiting" in reminder["text"]
         with pytest.raises(errors.ApprovalExpired):
-            await_decision(client, late.call_id)
+            await_decision(hurried, late.call_id)
         assert slack.click(url, late.call_id, "approve", APPROVER) == 200
         _until(
             lambda: any("already expired" in p["text"] for p in slack.posted("chat.postEphemeral"))
