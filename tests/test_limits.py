@@ -399,7 +399,9 @@ def nginx() -> Iterator[str]:
             process.kill()  # the port was taken (nginx exited), or it never answered
             process.wait(10)
         else:
-            raise AssertionError("nginx did not start: " + (root / "error.log").read_text())
+            log = root / "error.log"
+            said = log.read_text() if log.exists() else ""
+            raise AssertionError(f"nginx did not start: {said}")
         yield f"http://127.0.0.1:{port}"
     finally:
         if process is not None and process.poll() is None:
