@@ -130,6 +130,9 @@ class Approvals:
         self._run_approved = run_approved  # the pipeline of APPROVED_STAGES
         self._max_wait_s = max_wait_s
         self._events: dict[str, asyncio.Event] = {}
+        # approved calls running here: their stored outcome may be in before their final
+        # audit record, and nobody is answered before that record is written
+        self._running: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- asking ------------------------------------------------------------------------------
@@ -269,6 +272,7 @@ class Approvals:
         return count
 
     async def _run(self, call_id: str) -> None:
+        self._running.add(call_id)
         record = await self._stored(call_id)
         call = approved_call(record, self.snapshot())
         try:
@@ -292,6 +296,7 @@ class Approvals:
         await self._finished(call_id)
 
     async def _finished(self, call_id: str) -> None:
+        self._running.discard(call_id)
         event = self._events.pop(call_id, None)
         if event is not None:
             event.set()
@@ -312,11 +317,13 @@ class Approvals:
         wait = min(wait_ms / 1000, self._max_wait_s)
         if time_left is not None:
             wait = min(wait, max(0.0, time_left))
-        if record.state not in FINAL and wait > 0:
+        if (record.state not in FINAL or call_id in self._running) and wait > 0:
             event = self._events.setdefault(call_id, asyncio.Event())
             with contextlib.suppress(TimeoutError):  # still undecided: answered as pending
                 await asyncio.wait_for(event.wait(), wait)
             record = await self._stored(call_id)
+        if call_id in self._running:  # its outcome may be stored, its final record is not
+            return self.pending_outcome(record, self.snapshot().policies.policies.get(agent))
         return self.answer(record)
 
     def answer(self, record: CallRecord) -> Outcome:

@@ -115,7 +115,8 @@ class AuditPipe:
         return outgoing.committed
 
     async def start(self) -> None:
-        """Start the writer now (it takes a few hundred ms), so the first record need not wait;
+        """Start the writer now and wait until it has answered a first (empty) batch: it takes
+        a few hundred ms, more on a busy machine, and the first call must not wait for it.
         StoreError if it cannot start."""
         if self._transport is None and self._starting is None:
             self._starting = asyncio.get_running_loop().create_task(self._start())
@@ -123,6 +124,7 @@ class AuditPipe:
             await asyncio.shield(self._starting)
         if self._transport is None:
             raise StoreError("the audit writer did not start (see the log above)")
+        await self.checkpoint_if_due(float("inf"))  # a batch of nothing: answered once it runs
 
     async def close(self) -> None:
         """Let the writer finish what it has and stop."""

@@ -235,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the broker's: it closes our input
-    _yield_to_the_broker()
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         log_to = sys.stderr.fileno() if args.log_calls else None
@@ -243,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreError, OSError, ValueError) as exc:
         log.error("cannot open the audit database %s: %s", args.database, exc)
         return 1
+    # Ready at the broker's own priority (it waits for us to start), then a batch job.
+    _yield_to_the_broker()
     try:
         serve(writer, sys.stdin.fileno(), sys.stdout.fileno())
     except BrokenPipeError:

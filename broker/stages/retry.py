@@ -10,6 +10,9 @@ from broker.manifest import HttpTool
 from broker.pipeline import Call, Handler, Outcome
 
 _RETRYABLE = (errors.UpstreamUnavailable, errors.UpstreamTimeout, errors.UpstreamRateLimited)
+# A try that could run for less than this is not made: a read that timed out at the caller's
+# deadline would otherwise be tried again in the margin its answer needs to get back.
+MIN_TRY_S = 0.25
 
 
 class RetryStage:
@@ -41,7 +44,7 @@ class RetryStage:
                 backoff = self._rng.uniform(0, min(policy.cap, policy.base * 2**attempt))
                 delay = max(backoff, exc.retry_after or 0.0)
                 left = call.time_left()
-                if left is not None and delay >= left:
-                    raise  # the caller would be gone before the next try
+                if left is not None and left - delay < MIN_TRY_S:
+                    raise  # the caller would be gone before the next try could finish
                 attempt += 1
                 await asyncio.sleep(delay)
