@@ -183,7 +183,7 @@ class Broker:
         approved = build_pipeline(
             APPROVED_STAGES, stages, self.metrics.stage_time, given=APPROVED_GIVEN
         )
-        self._approvals = self._build_approvals(vault, freezes, approved)
+        self._approvals = self._build_approvals(self._trail, vault, freezes, approved)
         stages.update(await self._approval_stages(self._approvals, admin))
         self.metrics.pending_from(lambda: self._state.calls.count(PENDING))
         # before serving: a write starting now must not be taken for one the last run left
@@ -224,15 +224,16 @@ class Broker:
         await trail.start()
         return trail
 
-    def _build_approvals(self, vault: Vault, freezes: Freezes, run_approved: Handler) -> Approvals:
+    def _build_approvals(
+        self, trail: AuditTrail, vault: Vault, freezes: Freezes, run_approved: Handler
+    ) -> Approvals:
         notifier: Notifier = CliNotifier()
         if self.settings.slack is not None:
             self._slack = SlackNotifier(self.settings.slack, vault, self._state.calls)
             notifier = self._slack
-        assert self._trail is not None
         return Approvals(
             self._state.calls,
-            self._trail,
+            trail,
             freezes,
             notifier,
             self._current,

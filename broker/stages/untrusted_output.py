@@ -38,9 +38,7 @@ class UntrustedStage:
             pb.Finding(kind=f.kind, path=f.path, detail=f.detail) for f in cleaned.findings
         )
         outcome.untrusted_paths = cleaned.untrusted_paths
-        now = now_ms()
         origin = f"{call.action.full_name} (call {call.call_id})"
-        for value in cleaned.taint:
-            row = TaintRow(value.kind, value.value, f"{origin} at {value.path}")
-            self._taint.add(call.agent, call.request.task_id, row, now)
+        rows = [TaintRow(v.kind, v.value, f"{origin} at {v.path}") for v in cleaned.taint]
+        self._taint.add(call.agent, call.request.task_id, rows, now_ms())
         return outcome

@@ -8,12 +8,14 @@ waiting futures resolved. Under load one fsync covers many writes.
 Why this shape, measured (BENCHMARKS.md): handing every transaction to a writer thread cost
 about 400 us a call at concurrency 1, mostly thread wake-ups, not the disk. The transaction
 itself (WAL, ``synchronous=NORMAL``, no fsync) takes tens of microseconds, so it runs inline on
-the loop; only the fsync, which releases the GIL, leaves it. NORMAL already syncs the log before
-and the database after each checkpoint, so adding an fsync of the log after each commit gives
-what ``synchronous=FULL`` gives. Durability ``process`` skips that fsync: a row survives the
-broker being killed, not the machine losing power. SQLite's own checkpoints (copying the log
-into the database, with two fsyncs) would run inside a commit every ~200 commits and stall the
-loop for milliseconds; they are turned off, and the helper thread checkpoints instead.
+the loop; only the fsync, which releases the GIL, leaves it (and a batch of many rows, such as
+the outside values of a big page, which would hold the loop for milliseconds). NORMAL already
+syncs the log before and the database after each checkpoint, so adding an fsync of the log
+after each commit gives what ``synchronous=FULL`` gives. Durability ``process`` skips that
+fsync: a row survives the broker being killed, not the machine losing power. SQLite's own
+checkpoints (copying the log into the database, with two fsyncs) would run inside a commit
+every ~200 commits and stall the loop for milliseconds; they are turned off, and the helper
+thread checkpoints instead.
 
 Rows that follow each other with the same statement are written with one ``executemany``. A
 job or group that fails is rolled back alone (a savepoint each); a commit that fails fails the
@@ -47,6 +49,9 @@ Durability = Literal["fsync", "process"]
 # Copy the log into the database every this many commits: SQLite's default is every 1,000
 # pages, and a commit here writes a few.
 WAL_CHECKPOINT_COMMITS = 200
+# A batch of at least this many rows is written on the helper thread (sqlite3 lets go of the
+# GIL while it works), not on the loop: ~1.5 us a row would stall every other call.
+LOOP_BATCH_ROWS = 500
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,7 @@ class _Pending:
     values: Sequence[Any] = ()
     work: Callable[[sqlite3.Connection], Any] | None = None
     committed_only: bool = False  # resolve once committed, before the fsync
+    rows: int = 1  # how many rows it writes (a batch of many is written off the loop)
 
 
 class GroupCommit:
@@ -90,6 +96,15 @@ class GroupCommit:
         # a failure shows in the audit record that waits for the same batch (settle)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._enqueue(_Pending(future, sql=sql, values=values))
+
+    def queue_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Write many rows with one statement in the next batch, as one job (cheap to queue
+        however many); nobody waits for them (``settle`` does)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._enqueue(
+            _Pending(future, work=lambda conn: conn.executemany(sql, rows), rows=len(rows))
+        )
 
     def settle(self, *, durable: bool) -> asyncio.Future[None] | None:
         """None when nothing is pending; else a future done once everything queued so far is
@@ -123,7 +138,11 @@ class GroupCommit:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                results = list(zip(batch, self._write(batch), strict=True))
+                if sum(item.rows for item in batch) < LOOP_BATCH_ROWS:
+                    written = self._write(batch)  # tens of microseconds: inline is cheaper
+                else:  # a big one (a page's outside values) would hold the loop for ms
+                    written = await loop.run_in_executor(self._executor, self._write, batch)
+                results = list(zip(batch, written, strict=True))
                 # failures, and writes that only need to be committed, are answered now
                 _resolve([r for r in results if r[0].committed_only or not r[1][0]])
                 later = [r for r in results if not r[0].committed_only and r[1][0]]

@@ -103,8 +103,8 @@ class TaintStore(Protocol):
     async def values(self, agent: str, task_id: str) -> list[TaintRow]:
         """Every outside value seen in this agent's task."""
 
-    def add(self, agent: str, task_id: str, row: TaintRow, now_ms: int) -> None:
-        """Queued: remember an outside value for the task (once per kind and value)."""
+    def add(self, agent: str, task_id: str, rows: Sequence[TaintRow], now_ms: int) -> None:
+        """Queued: remember outside values for the task (each kind and value once)."""
 
 
 class SecretStore(Protocol):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from broker.storage.group_commit import GroupCommit
 from broker.storage.records import TaintRow
 from broker.storage.sqlite_connection import Reads
@@ -25,6 +27,8 @@ class SqliteTaint:
         rows = await self._reads.run(lambda c: c.execute(query, (agent, task_id)).fetchall())
         return [TaintRow(*row) for row in rows]
 
-    def add(self, agent: str, task_id: str, row: TaintRow, now_ms: int) -> None:
-        """Queued: committed with the call's audit record."""
-        self._writes.queue(_ADD, (agent, task_id, row.kind, row.value, row.origin, now_ms))
+    def add(self, agent: str, task_id: str, rows: Sequence[TaintRow], now_ms: int) -> None:
+        """Queued (all of them as one job): committed with the call's audit record."""
+        values = [(agent, task_id, r.kind, r.value, r.origin, now_ms) for r in rows]
+        if values:
+            self._writes.queue_many(_ADD, values)

@@ -38,6 +38,7 @@ HEADING = "## Big answers: small calls beside 4 MiB pages"
 QUERY = {"supplier": "ACME Paper"}
 PAGE = {"effect": "read", "method": "GET", "path": "/page", "untrusted_output": True}
 VARIANTS = ("workers", "inline")
+SECONDS = 15.0  # per stream: inline, a small call waits a second or more beside a page
 
 
 class Round(NamedTuple):
@@ -62,9 +63,11 @@ def page_upstream() -> Iterator[str]:
         process.wait(10)
 
 
-async def small_calls(client: AsyncBrokerClient, count: int) -> list[float]:
-    latencies = []
-    for _ in range(count):
+async def small_calls(client: AsyncBrokerClient, count: int, seconds: float) -> list[float]:
+    """Up to ``count`` calls one after the other, for at most ``seconds``: latencies in ms."""
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+    while len(latencies) < count and time.perf_counter() < stop:
         began = time.perf_counter()
         await client.call("invoices.list", QUERY)
         latencies.append((time.perf_counter() - began) * 1000)
@@ -78,9 +81,9 @@ async def one_round(
         AsyncBrokerClient(target, credentials, broker_id=broker_id) as client,
         AsyncBrokerClient(target, credentials, broker_id=broker_id, timeout=120) as pages,
     ):
-        await small_calls(client, 50)  # warm
+        await small_calls(client, 50, SECONDS)  # warm
         await pages.call("web.page", {})  # the first page starts the worker
-        alone = await small_calls(client, calls)
+        alone = await small_calls(client, calls, SECONDS)
         fetched = 0
         done = asyncio.Event()
 
@@ -91,7 +94,7 @@ async def one_round(
                 fetched += 1
 
         fetching = asyncio.create_task(fetch())
-        beside = await small_calls(client, calls)
+        beside = await small_calls(client, calls, SECONDS)
         done.set()
         await fetching
         return Round(alone, beside, fetched)
@@ -140,15 +143,16 @@ def report(results: dict[str, list[Round]], rounds: int, calls: int) -> str:
         f"Measured {datetime.date.today().isoformat()} on {machine()} by "
         "`python -m tests.bench.bench_big_answers`.",
         f"One stream of small calls (`invoices.list` through the broker, one at a time, {calls} "
-        "a round), alone and while another client fetches a 4 MiB HTML page through the same "
+        f"a round or {SECONDS:g} s, whichever ends first), alone and while another client "
+        "fetches a 4 MiB HTML page through the same "
         "broker again and again (`untrusted_output`: each page cleaned, redacted, its values "
         f"remembered). Medians of {rounds} rounds; the two brokers run side by side, in "
         "alternating order. *workers*: the broker as it is (big answers go to a worker "
         "process); *inline*: the same broker with every answer worked on the event loop.",
         "",
         "| big answers | small p50 alone | small p99 alone | p50 beside pages | p99 beside pages "
-        "| p99 beside / alone | pages a round |",
-        "|---|---|---|---|---|---|---|",
+        "| p99 beside / alone | small calls beside pages, a round | pages a round |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for variant in VARIANTS:
         rows = results[variant]
@@ -159,9 +163,10 @@ def report(results: dict[str, list[Round]], rounds: int, calls: int) -> str:
         beside99 = med(p(r.beside, 0.99) for r in rows)
         ratio = med(p(r.beside, 0.99) / p(r.alone, 0.99) for r in rows)
         pages = med(r.pages for r in rows)
+        beside = med(len(r.beside) for r in rows)
         lines.append(
             f"| {variant} | {alone50:.2f} ms | {alone99:.2f} ms | {beside50:.2f} ms | "
-            f"{beside99:.2f} ms | {ratio:.2f}x | {pages:g} |"
+            f"{beside99:.2f} ms | {ratio:.2f}x | {beside:g} | {pages:g} |"
         )
     ratios = sorted(p(r.beside, 0.99) / p(r.alone, 0.99) for r in results["workers"])
     lines += [
