@@ -54,7 +54,8 @@ demo: install
 
 ## bench: broker vs. direct side by side, policy decisions at scale, a rate-limited burst, the
 ## untrusted-content detector on BIPIA (development figures), the cost of each stage and of the
-## audit trail, small calls beside big answers, the import time of the SDK; each rewrites its
+## audit trail, small calls beside big answers, the import time of the SDK, the provenance
+## check against 1 MB of outside text; each rewrites its
 ## section of BENCHMARKS.md
 bench: install
 	$(PY) -m tests.bench.bench_call_path --write BENCHMARKS.md
@@ -65,6 +66,7 @@ bench: install
 	$(PY) -m tests.bench.bench_audit --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_big_answers --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_imports --write BENCHMARKS.md
+	$(PY) -m tests.bench.bench_provenance --write BENCHMARKS.md
 
 lint: install
 	$(VENV)/bin/ruff check broker tests examples

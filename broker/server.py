@@ -70,6 +70,7 @@ from broker.stages.idempotency import IdempotencyStage
 from broker.stages.journal import JournalStage
 from broker.stages.list_tools import ListToolsStage
 from broker.stages.loops import LoopStage
+from broker.stages.provenance import ProvenanceStage
 from broker.stages.ratelimit import RateLimitStage
 from broker.stages.redact import RedactStage
 from broker.stages.retry import RetryStage
@@ -79,6 +80,7 @@ from broker.stages.verify import VerifyStage
 from broker.storage.backend import audit_path, audit_reader, state_store
 from broker.storage.interfaces import AuditReader, StateStore
 from broker.storage.records import StoreError
+from broker.untrusted.text_keeper import TextKeeper
 from broker.v1 import broker_pb2 as pb
 from broker.vault import SecretBox, Vault, load_master_key
 from broker.workers import Workers
@@ -179,12 +181,14 @@ class Broker:
             )
         freezes = Freezes(self._state.freezes)
         await freezes.load()
-        stages = self._build_stages(self._trail, vault, freezes)
+        # what answers and agents said, per agent (the taint check's text), within its bound
+        keeper = TextKeeper(self._state.taint)
+        stages = self._build_stages(self._trail, vault, freezes, keeper)
         approved = build_pipeline(
             APPROVED_STAGES, stages, self.metrics.stage_time, given=APPROVED_GIVEN
         )
         self._approvals = self._build_approvals(self._trail, vault, freezes, approved)
-        stages.update(await self._approval_stages(self._approvals, admin))
+        stages.update(await self._approval_stages(self._approvals, admin, keeper))
         self.metrics.pending_from(lambda: self._state.calls.count(PENDING))
         # before serving: a write starting now must not be taken for one the last run left
         await self._approvals.recover(now_ms())
@@ -311,7 +315,9 @@ class Broker:
         await self._audit_reader.close()
         self._lock.release()
 
-    def _build_stages(self, trail: AuditTrail, vault: Vault, freezes: Freezes) -> dict[str, Stage]:
+    def _build_stages(
+        self, trail: AuditTrail, vault: Vault, freezes: Freezes, keeper: TextKeeper
+    ) -> dict[str, Stage]:
         """The stages that do not need the approvals service (the approved calls' pipeline is
         built from these)."""
         return {
@@ -326,13 +332,16 @@ class Broker:
             "retry": RetryStage(),
             "circuit": CircuitStage(Circuits()),
             "journal": JournalStage(self._state.calls),
+            "provenance": ProvenanceStage(keeper, self._workers),
             "redact": RedactStage(vault, self._workers),
             "untrusted": UntrustedStage(self._state.taint, self._workers, self.settings.detector),
             "execute": ExecuteStage(self._http, self._command, vault),
             "list_tools": ListToolsStage(),
         }
 
-    async def _approval_stages(self, approvals: Approvals, admin: KeyRegistry) -> dict[str, Stage]:
+    async def _approval_stages(
+        self, approvals: Approvals, admin: KeyRegistry, keeper: TextKeeper
+    ) -> dict[str, Stage]:
         """The stages that verify requests and the ones that ask, decide or wait for humans."""
         window_ms = int(self.settings.request_window * 1000)
         replay = await ReplayGuard.load(self._audit_reader, window_ms)
@@ -345,7 +354,7 @@ class Broker:
             "idempotency": IdempotencyStage(approvals),
             "loops": LoopStage(LoopDetector(history, now_ms()), approvals),
             "budget": BudgetStage(budgets),
-            "confirm": ConfirmStage(approvals, self._state.taint),
+            "confirm": ConfirmStage(approvals, self._state.taint, keeper, self._state.settle),
             "await": AwaitStage(approvals),
             "admin": AdminStage(approvals),
         }

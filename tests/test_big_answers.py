@@ -113,6 +113,9 @@ def test_a_big_answer_is_cleaned_and_remembered_like_a_small_one(
                     wait_for_approval=False,
                 )
             pending.append(asked.value.note)
-        # a task that read nothing from outside sends it without a human
-        assert client.call("web.transfer", {"iban": account}, idempotency_key="c").state == "DONE"
+        # a task that read nothing itself: the agent's other tasks' outside text counts too
+        with pytest.raises(ApprovalPending):
+            client.call(
+                "web.transfer", {"iban": account}, idempotency_key="c", wait_for_approval=False
+            )
     assert len(pending) == 2

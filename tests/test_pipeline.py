@@ -33,6 +33,7 @@ from broker.stages.idempotency import IdempotencyStage
 from broker.stages.journal import JournalStage
 from broker.stages.list_tools import ListToolsStage
 from broker.stages.loops import LoopStage
+from broker.stages.provenance import ProvenanceStage
 from broker.stages.ratelimit import RateLimitStage
 from broker.stages.redact import RedactStage
 from broker.stages.retry import RetryStage
@@ -58,6 +59,7 @@ STAGES: dict[str, Any] = {
     "confirm": ConfirmStage,
     "decided": DecidedStage,
     "journal": JournalStage,
+    "provenance": ProvenanceStage,
     "redact": RedactStage,
     "untrusted": UntrustedStage,
     "retry": RetryStage,

@@ -55,7 +55,7 @@ def _decide(
         ],
     )
     policies = check_folders(ws.root / "policies", ws.root / "tools").policy_set()
-    return policies.decide("agent", "thing.do", arguments, outside_values(tainted))
+    return policies.decide("agent", "thing.do", arguments, *outside_values(tainted))
 
 
 CASES = [

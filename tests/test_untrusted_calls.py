@@ -68,7 +68,7 @@ def mailbox(ws: Workspace, upstream: FakeUpstream) -> Workspace:
     return ws
 
 
-def careless(ws: Workspace) -> AgentCredentials:
+def careless(ws: Workspace, **policy: Any) -> AgentCredentials:
     """An agent whose policy lets it forward anywhere without a human: the mistake taint
     tracking is there to catch."""
     return ws.agent(
@@ -81,6 +81,7 @@ def careless(ws: Workspace) -> AgentCredentials:
                 "no_approval_because": "a team that trusted its agent too much",
             },
         ],
+        **policy,
     )
 
 
@@ -191,7 +192,7 @@ def test_an_explicitly_allowed_domain_goes_through(
 def test_taint_stays_in_its_task_and_survives_a_restart(
     mailbox: Workspace, upstream: FakeUpstream
 ) -> None:
-    agent = careless(mailbox)
+    agent = careless(mailbox, taint_window="0s")  # by default it spans the agent's tasks
     with mailbox.broker() as broker:
         with broker.client(agent) as client:
             client.call("mail.get_message", {"id": "m-1"}, task_id="t1")

@@ -66,7 +66,12 @@ def add_policy_commands(commands: Any) -> None:
     explain.add_argument("--agent", required=True)
     explain.add_argument("tool")
     explain.add_argument("arguments", nargs="?", default="{}")
-    explain.add_argument("--tainted", action="append", default=[], help="a value from outside")
+    explain.add_argument(
+        "--tainted",
+        action="append",
+        default=[],
+        help="text the agent read from outside (any shape; repeat for more)",
+    )
     _location(explain)
     explain.add_argument("--format", choices=("text", "json"), default="text")
     explain.set_defaults(handler=_explain)
@@ -206,7 +211,7 @@ def _test(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     decision = _load(args).decide(
-        args.agent, args.tool, args.arguments, outside_values(args.tainted)
+        args.agent, args.tool, args.arguments, *outside_values(args.tainted)
     )
     if args.format == "json":
         print(

@@ -18,9 +18,10 @@ from broker.manifest import ToolAction, ToolCatalog
 from broker.policy.constraints import Constraint, Rules, lookup, show
 from broker.policy.model import Grant, Policy
 from broker.untrusted import TaintedValue, extract_taint, find_tainted
+from broker.untrusted.outside_view import OutsideView, view_of_texts
+from broker.untrusted.paths import leaves
 
 Outcome = Literal["allow", "approval", "deny"]
-LITERAL = "literal"  # a tainted value given as plain text, matched as a substring
 
 
 Checks = tuple[tuple[str, Rules], ...]
@@ -149,12 +150,15 @@ class PolicySet:
         action: ToolAction,
         arguments: dict[str, Any],
         tainted: Sequence[TaintedValue] = (),
+        outside: OutsideView | None = None,
     ) -> Decision:
         """Whether a human must approve: the grant's approval setting, and, for writes, any
-        argument carrying a value from untrusted content that no explicit rule allows."""
+        argument carrying a value from untrusted content (a value of a recognised shape in
+        ``tainted``, or any significant part found in the ``outside`` text) that no explicit
+        rule allows."""
         grant = ref.grant
-        if action.is_write and tainted:
-            hits = tuple(_tainted_arguments(ref, arguments, tainted))
+        if action.is_write and (tainted or outside is not None):
+            hits = tuple(_tainted_arguments(ref, action, arguments, tainted, outside))
             if hits:
                 shown = "; ".join(
                     f"{path} holds {value!r}, from {origin}" for path, value, origin in hits
@@ -182,6 +186,7 @@ class PolicySet:
         tool: str,
         arguments: dict[str, Any] | str,
         tainted: Sequence[TaintedValue] = (),
+        outside: OutsideView | None = None,
     ) -> Decision:
         """The whole answer for one call, in the order the broker's stages ask."""
         action = self.catalog.get(tool)
@@ -204,7 +209,7 @@ class PolicySet:
         violation = self.constraint_violation(ref, parsed)
         if violation:
             return Decision("deny", errors.ArgumentNotAllowed.reason, ref.label, violation)
-        return self.approval_for(ref, action, parsed, tainted)
+        return self.approval_for(ref, action, parsed, tainted, outside)
 
 
 def _holds(arguments: dict[str, Any], path: str, rules: Rules) -> bool:
@@ -223,42 +228,70 @@ def _brief(value: Any) -> str:
 
 
 def _tainted_arguments(
-    ref: GrantRef, arguments: dict[str, Any], tainted: Sequence[TaintedValue]
+    ref: GrantRef,
+    action: ToolAction,
+    arguments: dict[str, Any],
+    tainted: Sequence[TaintedValue],
+    outside: OutsideView | None,
 ) -> Iterator[tuple[str, str, str]]:
     """(argument path, outside value, where it came from) for each argument holding a value
     from untrusted content that no explicit rule of the grant (equals, one_of, email_domains,
-    url_hosts) allows. Matching is by kind (an IBAN with or without spaces, an address in any
-    case, a host inside an email address or URL); ``literal`` values match as text."""
+    url_hosts) allows and the tool's schema does not fix (enum, const). Values of recognised
+    shapes match by kind (an IBAN with or without spaces, an address in any case, a host inside
+    an email address or URL); any other significant part matches against the outside text."""
+    hits = [(where, taint.value, taint.path) for where, taint in find_tainted(arguments, tainted)]
+    if outside is not None and hits:  # the agent's own words and trusted answers vouch
+        vouched = outside.vouched([value for _, value, _ in hits])
+        hits = [hit for hit, fine in zip(hits, vouched, strict=True) if not fine]
+    if outside is not None:
+        strings = list(leaves(arguments, "$", numbers=True))
+        found = outside.hits([text for _, text in strings])
+        named = {where for where, _, _ in hits}  # a value of a known shape says it already
+        hits += [
+            (where, _brief(text), hit.where)
+            for (where, text), hit in zip(strings, found, strict=True)
+            if hit is not None and where not in named
+        ]
     explicit = dict(ref.where)
-    literal = [t for t in tainted if t.kind == LITERAL]
-    hits = find_tainted(arguments, [t for t in tainted if t.kind != LITERAL])
-    for path, text in _strings(arguments, ""):
-        lowered = text.lower()
-        hits += [(f"$.{path}", t) for t in literal if t.value and t.value in lowered]
     seen = set()
-    for where, taint in hits:
+    for where, value, origin in hits:
         path = where.removeprefix("$.")
-        if (path, taint.value) in seen:
+        if (path, value) in seen:
             continue
-        seen.add((path, taint.value))
+        seen.add((path, value))
         name = re.sub(r"\[[0-9]+\]", "", path)
+        if _fixed_by_schema(action, name):
+            continue
         rules = explicit.get(name)
-        present, value = lookup(arguments, name) if rules is not None else (False, None)
-        values = value if isinstance(value, list) else [value]
+        present, argument = lookup(arguments, name) if rules is not None else (False, None)
+        values = argument if isinstance(argument, list) else [argument]
         if (
             rules is not None
             and present
             and all(isinstance(v, str) and rules.allows_explicitly(v) for v in values)
         ):
             continue
-        yield path, taint.value, taint.path
+        yield path, value, origin
 
 
-def outside_values(texts: Sequence[str]) -> list[TaintedValue]:
-    """Tainted values from texts a person wrote (policy tests, explain): what extraction finds
-    in them, and each text itself, matched literally."""
+def _fixed_by_schema(action: ToolAction, name: str) -> bool:
+    """Whether the action's argument schema fixes the argument at ``name`` (dotted) to listed
+    values (``enum`` or ``const``): the tool chose those, not the text."""
+    node: Any = action.spec.arguments
+    for part in name.split("."):
+        if not isinstance(node, dict):
+            return False
+        node = node.get("properties", {}).get(part)
+        if isinstance(node, dict) and node.get("type") == "array":
+            node = node.get("items")
+    return isinstance(node, dict) and ("enum" in node or "const" in node)
+
+
+def outside_values(texts: Sequence[str]) -> tuple[list[TaintedValue], OutsideView | None]:
+    """What a person says came from outside (policy tests, explain): the values of recognised
+    shapes in those texts, and the texts themselves as outside text."""
     found = [t for text in texts for t in extract_taint(text, path="the test case")]
-    return found + [TaintedValue(LITERAL, text.lower(), "the test case") for text in texts]
+    return found, view_of_texts(texts) if texts else None
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -197,6 +197,11 @@ class Policy(BaseModel):
     expires_after: Duration = Field(
         86400.0, description="No decision by then: the call is denied (APPROVAL_EXPIRED)."
     )
+    taint_window: Duration = Field(
+        86400.0,
+        description="Untrusted text this agent read in its other tasks within this time also "
+        "taints its writes (a new task id does not launder a value); 0 for this task only.",
+    )
     credentials: dict[SlotName, SecretName | SharedSecret] = Field(
         default_factory=dict,
         description="tool.slot -> the name of a secret in the broker's store.",

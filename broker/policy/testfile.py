@@ -112,7 +112,7 @@ def run_test_file(path: Path, policies: PolicySet) -> FileResult:
         raise ConfigError(str(path), f"no policy for agent '{agent}' beside this test file")
     results = [
         CaseResult(
-            case, policies.decide(agent, case.tool, case.arguments, outside_values(case.tainted))
+            case, policies.decide(agent, case.tool, case.arguments, *outside_values(case.tainted))
         )
         for case in tests.cases
     ]

@@ -66,6 +66,9 @@ class _Pending:
     work: Callable[[sqlite3.Connection], Any] | None = None
     committed_only: bool = False  # resolve once committed, before the fsync
     rows: int = 1  # how many rows it writes (a batch of many is written off the loop)
+    # settle does not wait for it, and its batch is not fsynced for it: the next durable
+    # settle (or write) puts it on disk with its own
+    lazy: bool = False
 
 
 class GroupCommit:
@@ -83,6 +86,7 @@ class GroupCommit:
         self._pending: list[_Pending] = []
         self._flush: asyncio.Task[None] | None = None
         self._commits = 0
+        self._owed = 0  # items queued or in flight that settle waits for
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in the next group commit; returns once it is committed (durable)."""
@@ -90,26 +94,36 @@ class GroupCommit:
         self._enqueue(_Pending(future, work=work))
         return await future
 
-    def queue(self, sql: str, values: Sequence[Any]) -> None:
-        """Write a row with the next batch; nobody waits for it (``settle`` does)."""
+    def queue(self, sql: str, values: Sequence[Any], *, rows: int = 1, lazy: bool = False) -> None:
+        """Write a row with the next batch; nobody waits for it (``settle`` does, unless it is
+        ``lazy``: a row whose loss in a crash is harmless). ``rows`` says how much it weighs
+        (a big row counts as many: its batch is written off the loop)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # a failure shows in the audit record that waits for the same batch (settle)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._enqueue(_Pending(future, sql=sql, values=values))
+        item = _Pending(future, sql=sql, values=values, rows=rows, lazy=lazy, committed_only=lazy)
+        self._enqueue(item)
 
-    def queue_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    def queue_many(self, sql: str, rows: Sequence[Sequence[Any]], *, lazy: bool = False) -> None:
         """Write many rows with one statement in the next batch, as one job (cheap to queue
-        however many); nobody waits for them (``settle`` does)."""
+        however many); nobody waits for them (``settle`` does, unless they are ``lazy``)."""
+        self.queue_job(lambda conn: conn.executemany(sql, rows), rows=len(rows), lazy=lazy)
+
+    def queue_job(
+        self, work: Callable[[sqlite3.Connection], Any], *, rows: int = 1, lazy: bool = False
+    ) -> None:
+        """Run ``work`` in the next batch; nobody waits for it (``settle`` does, unless it is
+        ``lazy``). ``rows`` says how much it writes: a batch of many is written off the
+        loop."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._enqueue(
-            _Pending(future, work=lambda conn: conn.executemany(sql, rows), rows=len(rows))
-        )
+        self._enqueue(_Pending(future, work=work, rows=rows, lazy=lazy, committed_only=lazy))
 
-    def settle(self, *, durable: bool) -> asyncio.Future[None] | None:
-        """None when nothing is pending; else a future done once everything queued so far is
-        committed (and, with ``durable``, fsynced). A failed batch fails it."""
-        if not self._pending and self._flush is None:
+    def settle(self, *, durable: bool, lazy: bool = False) -> asyncio.Future[None] | None:
+        """None when nothing is pending (nothing but lazy rows, unless ``lazy``); else a
+        future done once everything queued so far is committed (and, with ``durable``,
+        fsynced). A failed batch fails it."""
+        if not self._owed and not (lazy and (self._pending or self._flush is not None)):
             return None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(_Pending(future, work=_nothing, committed_only=not durable))
@@ -130,8 +144,14 @@ class GroupCommit:
         if self._executor is None:
             raise StoreError("the database is closed")
         self._pending.append(item)
+        if not item.lazy:
+            self._owed += 1
+            item.future.add_done_callback(self._paid)
         if self._flush is None:
             self._flush = asyncio.get_running_loop().create_task(self._flush_pending())
+
+    def _paid(self, _: asyncio.Future[Any]) -> None:
+        self._owed -= 1
 
     async def _flush_pending(self) -> None:
         loop = asyncio.get_running_loop()

@@ -8,7 +8,8 @@ not change.
 Reads are ``async`` and never run on the event loop's thread. A few writes are *queued*
 (plain ``def``): budget use, taint, a secret's last use. Nobody waits for them, but they are
 committed before the next audit record is (``StateStore.settle``), so before the answer of the
-call that made them leaves.
+call that made them leaves; except taint and outside text, which a read's answer does not wait
+for: the ``confirm`` stage settles the store (on disk) before it decides a write.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from broker.storage.records import (
     CheckpointRow,
     Freeze,
     SecretRow,
+    Source,
     TaintRow,
+    TextSegment,
     Usage,
 )
 
@@ -100,11 +103,32 @@ class BudgetStore(Protocol):
 class TaintStore(Protocol):
     """Values that came from outside, per agent and task."""
 
-    async def values(self, agent: str, task_id: str) -> list[TaintRow]:
-        """Every outside value seen in this agent's task."""
+    async def values(self, agent: str, task_id: str, since_ms: int) -> list[TaintRow]:
+        """Every outside value seen in this agent's task, and in its other tasks since
+        ``since_ms``."""
 
     def add(self, agent: str, task_id: str, rows: Sequence[TaintRow], now_ms: int) -> None:
-        """Queued: remember outside values for the task (each kind and value once)."""
+        """Queued: remember outside values for the task (each kind and value once). The
+        call's answer does not wait for them: whoever decides a write settles the store first
+        (see ``StateStore.settle``)."""
+
+    def add_text(self, agent: str, segment: TextSegment) -> None:
+        """Queued: keep a segment of outside text or of words that vouch for values. The
+        call's answer does not wait for it: whoever decides a write settles the store first
+        (see ``StateStore.settle``)."""
+
+    def prune_text(self, agent: str, source: Source, keep_chars: int) -> None:
+        """Queued: drop the agent's oldest text of ``source`` beyond ``keep_chars``."""
+
+    async def text_chars(self, agent: str, source: Source) -> int:
+        """How many characters of the agent's text of ``source`` are kept."""
+
+    async def text_ids(self, agent: str, task_id: str, since_ms: int) -> list[tuple[int, str]]:
+        """(id, source), oldest first, of the task's segments and of the agent's untrusted
+        segments since ``since_ms`` in any task."""
+
+    async def texts(self, ids: Sequence[int]) -> list[TextSegment]:
+        """The segments with these ids that are still kept, oldest first."""
 
 
 class SecretStore(Protocol):
@@ -159,9 +183,11 @@ class StateStore(Protocol):
     async def close(self) -> None:
         """Let queued writes commit, then disconnect."""
 
-    def settle(self, *, durable: bool) -> Awaitable[None] | None:
+    def settle(self, *, durable: bool, lazy: bool = False) -> Awaitable[None] | None:
         """None when no queued write is outstanding; else an awaitable done once they are
-        committed (and, with ``durable``, on disk)."""
+        committed (and, with ``durable``, on disk). Lazy writes (taint, outside text) count
+        only with ``lazy``: the answer of the read that made them does not wait for them,
+        the decision of a write does."""
 
 
 class AuditReader(Protocol):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 
 class StoreError(Exception):
@@ -198,3 +199,29 @@ class SecretRow:
     created_ms: int
     updated_ms: int
     last_used_ms: int | None
+
+
+# where outside text came from: a tool's untrusted answer; a trusted tool's answer; the agent's
+# own words (its arguments and intents), which vouch only for what they said first
+Source = Literal["untrusted", "trusted", "own"]
+SEPARATOR = "\x00"  # between the strings of a segment's text: never a letter or a digit
+
+
+@dataclass(frozen=True)
+class TextSegment:
+    """The compact text of one answer (or one call's own words), with where each of its
+    strings starts (``marks``: offset, JSON path) and what it is. ``id`` orders segments as
+    they were stored (0 until stored)."""
+
+    source: Source
+    origin: str  # "mail.get_message (call 0f3a...)"
+    text: str
+    marks: tuple[tuple[int, str], ...]
+    task_id: str = ""
+    at_ms: int = 0
+    id: int = 0
+
+    def path_at(self, offset: int) -> str:
+        """The JSON path of the string holding character ``offset``."""
+        index = bisect_right(self.marks, (offset, "\uffff")) - 1
+        return self.marks[max(index, 0)][1] if self.marks else "$"

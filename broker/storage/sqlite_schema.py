@@ -139,6 +139,10 @@ MIGRATIONS: list[Migration] = [
     # 10: a version counter for the secrets, moved by every change of a name or a value (not
     # by a secret's use): a running broker reloads its cached values when it moves
     lambda conn: _secrets_version(conn),
+    # 11: outside text itself, compacted (the taint check compares writes with all of it, not
+    # only with the values of shapes it recognises), and the agent's own words and trusted
+    # answers that vouch for a value; per agent, the oldest dropped beyond a bound
+    lambda conn: _outside_text(conn),
 ]
 
 # audit.db: the audit trail (its own file, so its writer never waits for the broker's lock),
@@ -232,3 +236,19 @@ def _secrets_version(conn: sqlite3.Connection) -> None:
         f"CREATE TRIGGER secrets_changed AFTER UPDATE OF name, nonce, ciphertext ON secrets {moved}"
     )
     conn.execute(f"CREATE TRIGGER secrets_removed AFTER DELETE ON secrets {moved}")
+
+
+def _outside_text(conn: sqlite3.Connection) -> None:
+    """Migration 11: the ``outside_text`` table, indexed for a task's rows and an agent's
+    recent untrusted ones; an index on the taint values' time, for the agent's other tasks
+    within its window."""
+    conn.execute(
+        "CREATE TABLE outside_text (id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT NOT NULL, "
+        "task_id TEXT NOT NULL, source TEXT NOT NULL "
+        "CHECK (source IN ('untrusted', 'trusted', 'own')), origin TEXT NOT NULL, "
+        "marks TEXT NOT NULL, text TEXT NOT NULL, chars INTEGER NOT NULL, "
+        "at_ms INTEGER NOT NULL)"
+    )
+    conn.execute("CREATE INDEX outside_text_task ON outside_text (agent, task_id)")
+    conn.execute("CREATE INDEX outside_text_time ON outside_text (agent, source, at_ms)")
+    conn.execute("CREATE INDEX taint_time ON taint (agent, ts_ms)")

@@ -54,11 +54,12 @@ class SqliteState:
         self.taint = SqliteTaint(self._writes, self._reads)
         self.secrets = SqliteSecrets(self._writes, self._reads)
 
-    def settle(self, *, durable: bool) -> asyncio.Future[None] | None:
-        """None when no queued write is outstanding; else done once they are committed."""
+    def settle(self, *, durable: bool, lazy: bool = False) -> asyncio.Future[None] | None:
+        """None when no queued write is outstanding (lazy ones count only with ``lazy``);
+        else done once they are committed."""
         if self._writes is None:
             raise StoreError("the database is closed")
-        return self._writes.settle(durable=durable)
+        return self._writes.settle(durable=durable, lazy=lazy)
 
     async def close(self) -> None:
         """Let queued writes commit, then close both connections and their threads."""
