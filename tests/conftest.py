@@ -51,7 +51,7 @@ INVOICE_ACTIONS: dict[str, Any] = {
 
 def unavailable(reason: str) -> NoReturn:
     """A real program or server a test needs is missing here: skip, saying why. In CI (the
-    ``CI`` variable is set, as .ci/run's caller sets it) fail instead: .ci/run installs every
+    ``CI`` variable is set, as .ci/run sets it) fail instead: .ci/run installs every
     one of them, and the suite must not pass there without them."""
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI must provide it (.ci/run installs it)")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from broker.client import ApprovalPending
+from broker.stages.provenance import DROPPED
 from broker.testing import FakeUpstream, Reply, Workspace, read_audit
 from tests.pages import html_page
 
@@ -119,3 +120,20 @@ def test_a_big_answer_is_cleaned_and_remembered_like_a_small_one(
                 "web.transfer", {"iban": account}, idempotency_key="c", wait_for_approval=False
             )
     assert len(pending) == 2
+
+
+def test_past_its_bound_an_agents_oldest_outside_text_goes_and_the_answer_says_so(
+    ws: Workspace, upstream: FakeUpstream
+) -> None:
+    page = html_page(3 * MIB)
+    upstream.respond = lambda request: Reply(body=page, headers={"Content-Type": "text/html"})
+    web_tool(ws, upstream)
+    agent = ws.agent("reader", grants=["web.page"], limits={"loop": {"repeats": 10}})
+    findings = []
+    with ws.broker() as broker, broker.client(agent) as client:
+        for task in "abcde":  # each page is ~817,000 letters and digits; 4,000,000 are kept
+            result = client.call("web.page", {}, task_id=task, timeout=60)
+            findings.append([f.detail for f in result.findings if f.kind == DROPPED])
+    assert findings[:4] == [[], [], [], []]
+    (detail,) = findings[4]
+    assert "the oldest was dropped" in detail

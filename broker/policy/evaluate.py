@@ -292,14 +292,3 @@ def outside_values(texts: Sequence[str]) -> tuple[list[TaintedValue], OutsideVie
     shapes in those texts, and the texts themselves as outside text."""
     found = [t for text in texts for t in extract_taint(text, path="the test case")]
     return found, view_of_texts(texts) if texts else None
-
-
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, f"{path}.{key}" if path else key)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _strings(item, f"{path}[{index}]")

@@ -69,6 +69,6 @@ class ConfirmStage:
             texts.append(("intent", call.request.intent))
         origin = f"{call.action.full_name} (call {call.call_id})"
         segment = segment_of_texts(texts, "own", origin)
-        if len(segment.text) >= MIN_NEEDLE:
+        if segment.letters >= MIN_NEEDLE:
             stored = replace(segment, task_id=call.request.task_id, at_ms=now)
             await self._keeper.keep(call.agent, stored)

@@ -39,7 +39,7 @@ class ProvenanceStage:
         size = len(outcome.result_json)
         source = "untrusted" if untrusted else "trusted"
         text = await self._workers.run(size, answer_text, outcome.result_json, source, echoes)
-        if len(text.text) - text.text.count("\x00") < MIN_NEEDLE:
+        if text.letters < MIN_NEEDLE:  # nothing a write could draw on
             return outcome
         origin = f"{call.action.full_name} (call {call.call_id})"
         stored = replace(text, origin=origin, task_id=call.request.task_id, at_ms=now_ms())

@@ -221,6 +221,11 @@ class TextSegment:
     at_ms: int = 0
     id: int = 0
 
+    @property
+    def letters(self) -> int:
+        """How many letters and digits it holds (its text less the separators)."""
+        return len(self.text) - self.text.count(SEPARATOR)
+
     def path_at(self, offset: int) -> str:
         """The JSON path of the string holding character ``offset``."""
         index = bisect_right(self.marks, (offset, "\uffff")) - 1
