@@ -3,6 +3,8 @@ comes back cleaned, redacted and remembered exactly as a small one would."""
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import threading
 import time
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from broker.client import ApprovalPending
 from broker.stages.provenance import DROPPED
 from broker.testing import FakeUpstream, Reply, Workspace, read_audit
+from broker.workers import Workers
 from tests.pages import html_page
 
 MIB = 1024 * 1024
@@ -137,3 +140,21 @@ def test_past_its_bound_an_agents_oldest_outside_text_goes_and_the_answer_says_s
     assert findings[:4] == [[], [], [], []]
     (detail,) = findings[4]
     assert "the oldest was dropped" in detail
+
+
+def test_a_worker_gives_back_big_text_and_bytes_exactly_as_sent() -> None:
+    """Big strings and bytes go to a worker beside the pickle, not in it: every one comes back
+    the same, non-ASCII letters and a lone surrogate (which a JSON string may decode to)
+    included."""
+    text = ("façade €100 \U0001f600 " * 8000) + "\ud800 end"
+    data = bytes(range(256)) * 600
+    job = {"text": text, "data": data, "small": "x", "nested": [text[:10], (data,)]}
+
+    async def round_trip() -> Any:
+        workers = Workers(1, threshold=0)
+        try:
+            return await workers.run(len(text), copy.deepcopy, job)
+        finally:
+            await workers.close()
+
+    assert asyncio.run(round_trip()) == job

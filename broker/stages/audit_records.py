@@ -13,7 +13,6 @@ are hash-chained, and each request's JSON log line written, by the audit writer
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable
 
 from broker import errors
 from broker.audit.trail import AuditTrail, unavailable
+from broker.outcome import digest_of
 from broker.pipeline import Call, Handler, Outcome
 from broker.storage.records import STEP_EVENTS, AuditRow, StoreError
 from broker.v1 import broker_pb2 as pb
@@ -127,7 +127,7 @@ def audit_row(
             {"slot": c.slot, "secret": c.secret.name, "fingerprint": c.secret.fingerprint}
             for c in call.credentials
         ]
-    result = outcome.result_json.encode() if outcome else b""
+    result_digest, result_size = outcome.result_digest() if outcome else ("", 0)
     return AuditRow(
         ts_ms=time.time_ns() // 1_000_000,
         call_id=outcome.call_id if outcome and outcome.call_id else call.call_id,
@@ -148,8 +148,8 @@ def audit_row(
         arguments=arguments if sent and len(arguments) <= MAX_ARGUMENTS else "",
         event=event,
         cost=call.action.spec.cost if event == "decided" and call.has("action") else 0,
-        result_digest=hashlib.sha256(result).hexdigest() if result else "",
-        result_size=len(result),
+        result_digest=result_digest,
+        result_size=result_size,
     )
 
 
@@ -198,4 +198,4 @@ def _decision(
 
 
 def _raw_digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest() if text else ""
+    return digest_of(text)[0]

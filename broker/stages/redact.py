@@ -33,9 +33,10 @@ class RedactStage:
             raise
         redactor = await self._vault.redactor()
         size = len(outcome.result_json)
-        outcome.result_json, found = await self._workers.run(
+        text, found, (digest, length) = await self._workers.run(
             size, redact_result, outcome.result_json, redactor
         )
+        outcome.digested(text, digest, length)
         for finding in outcome.findings:
             finding.detail = redactor.redact(finding.detail)
         for kind, count in sorted(found.tokens.items()):

@@ -7,7 +7,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from broker.storage.group_commit import GroupCommit
+from broker.storage.group_commit import LOOP_BATCH_ROWS, GroupCommit
 from broker.storage.records import Source, TaintRow, TextSegment
 from broker.storage.sqlite_connection import Reads
 
@@ -35,6 +35,7 @@ _LISTING = (
 )
 # a text this many characters long weighs as a row: a big answer's is written off the loop
 _CHARS_PER_ROW = 2000
+_PRUNE_ROWS = LOOP_BATCH_ROWS  # a prune drops megabytes: a big batch
 _TEXTS = "SELECT id, task_id, source, origin, marks, text, at_ms FROM outside_text WHERE id IN "
 
 
@@ -82,7 +83,7 @@ class SqliteTaint:
     def prune_text(self, agent: str, source: Source, keep_chars: int) -> None:
         """Queued: drop the agent's oldest text of ``source`` beyond ``keep_chars``."""
         values = (agent, source, keep_chars)
-        self._writes.queue_job(lambda conn: conn.execute(_DROP_OLDEST, values))
+        self._writes.queue_job(lambda conn: conn.execute(_DROP_OLDEST, values), rows=_PRUNE_ROWS)
 
     async def text_chars(self, agent: str, source: Source) -> int:
         """How many characters of the agent's text of ``source`` are kept."""
