@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/broker.yaml
 
-.PHONY: install run run-packages test-packages test demo bench lint proto clean
+.PHONY: install run run-packages test-packages test-servers test demo bench lint proto clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,13 @@ fi
 endef
 
 ## test: the whole suite (pytest's "no tests collected", exit 5, fails like any other error)
-test: install test-packages
+test: install test-packages test-servers
 	$(PY) -m pytest
+
+# Servers the tests start that no Debian package has: MinIO (the S3 audit witness), pinned by
+# hash (tests/servers/fetch_minio.py says where it comes from)
+test-servers: install
+	$(PY) -m tests.servers.fetch_minio $(VENV)/bin/minio
 
 ## demo: a scripted agent against the broker that `make run` started
 demo: install

@@ -1,12 +1,13 @@
 """Prometheus metrics of one broker (prometheus-client, a registry per broker so several can
 live in one process): calls by agent, tool, outcome and reason; latency per request and per
-stage; upstream statuses; rate-limit hits; pending approvals; budget use. Served at
-``/metrics`` on the HTTP side."""
+stage; upstream statuses; rate-limit hits; pending approvals; budget use; audit witnesses.
+Served at ``/metrics`` on the HTTP side."""
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import HistogramMetricFamily
@@ -63,6 +64,32 @@ class Metrics:
             ["scope"],
             registry=self.registry,
         )
+
+        self.witness_waiting = Gauge(
+            "toolbroker_audit_witness_waiting",
+            "Signed audit checkpoints a witness has not taken yet.",
+            ["witness"],
+            registry=self.registry,
+        )
+        self.witness_down = Gauge(
+            "toolbroker_audit_witness_down",
+            "1 while a witness's last attempt failed.",
+            ["witness"],
+            registry=self.registry,
+        )
+        self.witness_failures = Gauge(
+            "toolbroker_audit_witness_failures",
+            "Failed attempts to hand a witness a checkpoint, since the audit writer started.",
+            ["witness"],
+            registry=self.registry,
+        )
+
+    def witness_state(self, state: dict[str, Any]) -> None:
+        """How a witness is doing, as the audit writer reported it."""
+        name = str(state.get("witness", "?"))
+        self.witness_waiting.labels(name).set(float(state.get("waiting", 0)))
+        self.witness_down.labels(name).set(1.0 if state.get("down") else 0.0)
+        self.witness_failures.labels(name).set(float(state.get("failures", 0)))
 
     def observe(self, row: AuditRow) -> None:
         """Count a request's final audit record."""

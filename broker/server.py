@@ -31,7 +31,7 @@ from broker.approvals.slack import SlackInteractions, SlackNotifier
 from broker.approvals.socket_mode import SlackSocketMode
 from broker.approvals.stored_calls import PENDING
 from broker.audit.checkpoints import audit_key, audit_key_path
-from broker.audit.pipe import AuditPipe
+from broker.audit.pipe import AuditPipe, WriterOptions
 from broker.audit.trail import AuditTrail
 from broker.http_side import HttpSide
 from broker.identity import KeyRegistry, ReplayGuard
@@ -218,11 +218,18 @@ class Broker:
         """The audit writer process, started now (it takes a few hundred ms) so that the first
         record need not wait; it signs checkpoints with the audit key and logs each request's
         JSON line on stderr (the broker's, not a tool's)."""
+        options = WriterOptions(
+            key_file=audit_key_path(self.settings.data_dir),
+            broker_id=self.settings.broker_id,
+            heads=self.settings.database,
+            witnesses=[w.model_dump() for w in self.settings.audit_witnesses],
+            log_calls=True,
+        )
         pipe = AuditPipe(
             audit_path(self.settings),
             self.settings.durability,
-            audit_key_path(self.settings.data_dir),
-            log_calls=True,
+            options,
+            on_witness=self.metrics.witness_state,
         )
         trail = AuditTrail(pipe, self._state.settle)
         await trail.start()

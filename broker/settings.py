@@ -77,6 +77,40 @@ class SlackSettings(BaseModel):
         return value if value.endswith("/") else value + "/"
 
 
+class WitnessSettings(BaseModel):
+    """A place outside the machine that keeps every signed audit checkpoint (docs/audit.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["http", "s3", "syslog"] = Field(description="http, s3 or syslog.")
+    url: str | None = Field(None, description="http: where each checkpoint is POSTed.")
+    token_env: str | None = Field(
+        None, description="http: environment variable holding a bearer token to send."
+    )
+    bucket: str | None = Field(None, description="s3: the bucket.")
+    prefix: str = Field("toolbroker/", description="s3: key prefix (the broker id follows).")
+    endpoint_url: str | None = Field(None, description="s3: a non-AWS endpoint (MinIO, ...).")
+    region: str | None = Field(None, description="s3: the region (default us-east-1).")
+    lock_days: int = Field(
+        0, ge=0, description="s3: keep each object under object lock this many days (0: off)."
+    )
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = Field(
+        "COMPLIANCE", description="s3: the object lock mode."
+    )
+    address: str = Field("/dev/log", description="syslog: a local socket path, or host:port (UDP).")
+    facility: Literal["auth", "authpriv", "daemon", "user", "local0", "local7"] = Field(
+        "auth", description="syslog: the facility."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> WitnessSettings:
+        if self.kind == "http" and not (self.url or "").startswith(("http://", "https://")):
+            raise ValueError("an http witness needs url: an http(s) URL")
+        if self.kind == "s3" and not self.bucket:
+            raise ValueError("an s3 witness needs bucket")
+        return self
+
+
 class BrokerSettings(BaseModel):
     """What one broker process needs to start. Relative paths resolve against the file's folder."""
 
@@ -123,6 +157,11 @@ class BrokerSettings(BaseModel):
         60.0,
         description="Sign a checkpoint of the audit chain at least this often (and every "
         "1,000 records) while records come in.",
+    )
+    audit_witnesses: list[WitnessSettings] = Field(
+        default_factory=list,
+        description="Where every signed audit checkpoint is also kept, outside the machine: "
+        "http, s3, syslog. Calls never wait for them.",
     )
     approval_timer_interval: Duration = Field(
         1.0, description="How often pending calls are checked for reminders and expiry."

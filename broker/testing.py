@@ -164,6 +164,50 @@ class FakeUpstream(_LoopbackServer):
         return Handler
 
 
+class FakeWitness(_LoopbackServer):
+    """An HTTP audit witness on 127.0.0.1: keeps every checkpoint POSTed to it (``held``,
+    as JSON objects) and answers a GET with them; while ``down``, answers 503 to both."""
+
+    def __init__(self) -> None:
+        self.held: list[dict[str, Any]] = []
+        self.down = False
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if fake.down:
+                    self._answer(503, b'{"error": "down"}')
+                    return
+                fake.held.append(json.loads(body))
+                self._answer(201, b"{}")
+
+            def do_GET(self) -> None:
+                if fake.down:
+                    self._answer(503, b'{"error": "down"}')
+                    return
+                self._answer(200, json.dumps(fake.held).encode())
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: tests read ``held`` instead."""
+
+        super().__init__(Handler)
+
+    @property
+    def url(self) -> str:
+        """Where to POST checkpoints and GET them back."""
+        return f"http://127.0.0.1:{self.port}/checkpoints"
+
+
 @dataclass(frozen=True)
 class SlackCall:
     """One Slack Web API call as it reached the fake."""

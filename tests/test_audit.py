@@ -147,14 +147,21 @@ def test_a_truncated_tail_is_caught_by_the_checkpoints(
     tamper(ws, f"DELETE FROM audit WHERE seq > {kept['seq'] - 2}")
     code, out = verify(ws, capsys)
     assert code == 1
-    assert "are gone: a checkpoint signed the trail" in out
+    assert f"records {kept['seq'] - 1} to {kept['seq']} are gone" in out
+    assert "found in audit.db" in out
 
-    # cutting the checkpoints too fools the database alone, not a checkpoint kept elsewhere
+    # cutting the checkpoints too: broker.db keeps the heads
     tamper(ws, "DELETE FROM audit_checkpoints")
+    code, out = verify(ws, capsys)
+    assert code == 1
+    assert "found in broker.db" in out and "truncated tail" in out
+    # and cutting those as well fools both files, not a checkpoint kept elsewhere
+    with sqlite3.connect(ws.database) as state:
+        state.execute("DELETE FROM audit_heads")
     assert verify(ws, capsys)[0] == 0
     code, out = verify(ws, capsys, "--checkpoint", str(ws.root / "kept.json"))
     assert code == 1
-    assert "truncated tail" in out
+    assert "truncated tail" in out and f"found in {ws.root / 'kept.json'}" in out
 
 
 def test_a_forged_checkpoint_is_caught(
@@ -322,11 +329,17 @@ def test_one_json_log_line_per_request(
             client.call("invoices.pay", {})
     # the audit writer (a process sharing our stderr) writes them once the records are in
     lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line[:1] == "{"]
-    mine = [line for line in lines if line["call_id"] == call_id]
+    mine = [line for line in lines if line.get("call_id") == call_id]
     assert len(mine) == 1  # not the decision to run it: one line a request
     assert (mine[0]["event"], mine[0]["upstream_status"]) == ("executed", 200)
-    (other,) = [line for line in lines if line["call_id"] == refused.value.call_id]
+    (other,) = [line for line in lines if line.get("call_id") == refused.value.call_id]
     assert (other["decision"], other["reason"]) == ("refused", "TOOL_NOT_GRANTED")
+    # the head the writer signed at the stop is in the log too, where deleting audit.db
+    # cannot reach it
+    (head,) = [line for line in lines if line["event"] == "audit_checkpoint"]
+    last = read_audit(ws.database)[-1]
+    assert (head["kind"], head["seq"], head["head_hash"]) == ("stop", last.seq, last.hash)
+    assert head["broker_id"] == ws.broker_id
 
 
 def test_the_metrics_endpoint(ws: Workspace, upstream: FakeUpstream) -> None:
@@ -522,7 +535,7 @@ def test_a_chain_pruned_to_nothing_goes_on_from_its_anchor(tmp_path: Path) -> No
     key = AgentCredentials.generate("broker-audit")
     key.save(key_file)
     _append(path, [_record(n) for n in (1, 2, 3)], key_file)
-    removed, anchor = prune_at(path, 1_800_000_000_000, Signer(key))
+    removed, anchor = prune_at(path, 1_800_000_000_000, Signer(key, "broker.test"))
     assert (removed, anchor and anchor.seq) == (3, 3)
 
     _append(path, [_record(4)], key_file)  # a new writer, an empty table

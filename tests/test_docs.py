@@ -22,9 +22,9 @@ from broker.client import ApprovalPending, BrokerClient
 from broker.devmode import dev_key_path
 from broker.pipeline import CALL_STAGES
 from broker.policy.check import check_files
-from broker.settings import BrokerSettings, SlackSettings, load_settings
+from broker.settings import BrokerSettings, SlackSettings, WitnessSettings, load_settings
 from broker.signing import AgentCredentials
-from broker.testing import RunningBroker
+from broker.testing import FakeWitness, RunningBroker
 from tests.conftest import unavailable
 from tests.test_examples import _run_dev, _start_upstream
 
@@ -39,6 +39,7 @@ EXPECTED = {
     "broker report daily --config broker.yaml --post": 2,  # no slack section to post to
 }
 SLOW_FOLLOW = ("broker audit tail -f", ["--for", "1s"])  # a follow that ends by itself
+DOCS_WITNESS = "https://witness.example.com/checkpoints"  # a FakeWitness stands in for it
 
 
 def blocks(text: str, language: str) -> list[str]:
@@ -73,7 +74,11 @@ def test_the_readme_is_a_short_front_door() -> None:
 def test_every_config_key_is_documented_and_every_documented_key_exists() -> None:
     page = (DOCS / "configuration.md").read_text()
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", page, re.M))
-    keys = set(BrokerSettings.model_fields) | set(SlackSettings.model_fields)
+    keys = (
+        set(BrokerSettings.model_fields)
+        | set(SlackSettings.model_fields)
+        | set(WitnessSettings.model_fields)
+    )
     assert keys - documented == set(), "keys the docs do not describe"
     assert documented - keys == set(), "documented keys the config does not have"
 
@@ -108,7 +113,7 @@ def test_every_command_in_the_docs_is_one_the_command_line_has() -> None:
     seen = set()
     for page in [ROOT / "README.md", *PAGES]:
         for command in commands(page):
-            words = shlex.split(command.split(" < ")[0])
+            words = shlex.split(command.split(" < ")[0].split(" > ")[0])
             if words[0] == "make":
                 assert re.search(rf"^{words[1]}:", makefile, re.M), command
                 continue
@@ -126,8 +131,11 @@ class Session:
     """A copy of the repository's examples with its broker running: the docs' commands run in
     its folder (`examples/broker.yaml` and `broker.yaml` both name that broker)."""
 
-    def __init__(self, root: Path, broker: RunningBroker, settings: BrokerSettings) -> None:
+    def __init__(
+        self, root: Path, broker: RunningBroker, settings: BrokerSettings, witness: FakeWitness
+    ) -> None:
         self.root = root
+        self.witness = witness
         self.broker = broker
         self.settings = settings
         self.last_call = ""
@@ -151,8 +159,8 @@ class Session:
 
     def argv(self, command: str) -> tuple[list[str], str]:
         """The command's arguments as main() takes them, and what goes to its stdin."""
-        line, _, redirect = command.partition(" < ")
-        words = shlex.split(line)[1:]
+        line, _, redirect = command.split(" > ")[0].partition(" < ")
+        words = [self.witness.url if w == DOCS_WITNESS else w for w in shlex.split(line)[1:]]
         stdin = (self.root / redirect.strip()).read_text() if redirect else "a-value-of-the-docs\n"
         if "CALL_ID" in words:
             needs_pending = words[0] in ("approve", "deny")
@@ -184,6 +192,8 @@ def session(
     admin = [{"name": "ops-alice", "id": operator.key_id, "ed25519": operator.public_key_b64}]
     extra: dict[str, Any] = {"listen": listen, "admin_keys": admin}
     extra["audit_checkpoint_interval"] = "1s"
+    witness = FakeWitness().start()
+    extra["audit_witnesses"] = [{"kind": "http", "url": witness.url}]
     config = yaml.safe_load((ROOT / "examples/broker.yaml").read_text())
     (root / "examples/broker.yaml").write_text(yaml.safe_dump({**config, **extra}))
     here = {"data_dir": ".broker", "policies": "policies", "tools": "tools"}
@@ -204,8 +214,9 @@ def session(
             for path in (root / "broker.yaml", root / "examples/broker.yaml"):
                 written = yaml.safe_load(path.read_text())
                 path.write_text(yaml.safe_dump({**written, "listen": broker.target}))
-            yield Session(root, broker, settings)
+            yield Session(root, broker, settings, witness)
     finally:
+        witness.stop()
         upstream.terminate()
         upstream.wait(10)
 
@@ -248,6 +259,8 @@ def test_the_readme_tour_and_every_page_run(
             assert code == expected(command), f"{page.name}: {command}\n{out.out}\n{out.err}"
             if command.startswith("broker audit checkpoint"):
                 (session.root / "kept.json").write_text(out.out)
+            if " > " in command:  # the docs keep what it printed
+                (session.root / command.split(" > ")[1].strip()).write_text(out.out)
 
 
 def _wait_for_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:

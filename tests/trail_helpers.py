@@ -11,9 +11,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.audit.checkpoints import Signer
-from broker.audit.pipe import AuditPipe
+from broker.audit.pipe import AuditPipe, WriterOptions
 from broker.audit.trail import AuditTrail
-from broker.audit.verification import Checkpoint, Verdict, prune, verify
+from broker.audit.verification import Checkpoint, Held, Verdict, prune, verify
 from broker.storage.records import AuditQuery, AuditRow
 from broker.storage.sqlite_audit import SqliteAuditReader
 from broker.storage.sqlite_schema import audit_database
@@ -28,7 +28,8 @@ async def opened_trail(
     signs its head when it has a key) on the way out."""
     state = SqliteState(path, durability="fsync" if durability == "fsync" else "process")
     await state.open()
-    trail = AuditTrail(AuditPipe(audit_database(path), durability, key), state.settle)
+    options = WriterOptions(key_file=key, broker_id="broker.test", heads=path)
+    trail = AuditTrail(AuditPipe(audit_database(path), durability, options), state.settle)
     await trail.start()
     try:
         yield trail
@@ -51,12 +52,13 @@ def append(path: Path, rows: list[AuditRow], key: Path | None = None) -> None:
 def verify_at(
     path: Path, public_key: Ed25519PublicKey, external: Checkpoint | None = None
 ) -> Verdict:
-    """``broker audit verify`` of the trail beside ``path``."""
+    """``broker audit verify`` of the trail beside ``path`` (and a checkpoint kept elsewhere)."""
+    held = [Held(external, "kept.json")] if external is not None else []
 
     async def check() -> Verdict:
         reader = SqliteAuditReader(path)
         try:
-            return await verify(reader, public_key, external)
+            return await verify(reader, public_key, held)
         finally:
             await reader.close()
 

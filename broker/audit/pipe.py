@@ -13,13 +13,16 @@ the writer stops, every caller still waiting does, and the next record starts a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from broker.audit.wire import ACK, DURABLE, FAILED, Batch, encode_batch
+from broker.audit.wire import ACK, DURABLE, FAILED, WITNESS, Batch, encode_batch
 from broker.storage.records import StoreError
 
 log = logging.getLogger(__name__)
@@ -73,12 +76,42 @@ class _Acks(asyncio.SubprocessProtocol):
             self.exited.set_result(0)
 
 
+@dataclass(frozen=True)
+class WriterOptions:
+    """What the writer signs with and where it keeps each checkpoint besides audit.db."""
+
+    key_file: Path | None = None
+    broker_id: str = ""
+    heads: Path | None = None  # broker.db
+    witnesses: Sequence[dict[str, Any]] = ()
+    log_calls: bool = False
+
+    def arguments(self) -> list[str]:
+        """The writer's command-line arguments for these options."""
+        arguments = ["--broker-id", self.broker_id]
+        if self.key_file is not None:
+            arguments += ["--key", str(self.key_file)]
+        if self.heads is not None:
+            arguments += ["--heads", str(self.heads)]
+        if self.witnesses:
+            arguments += ["--witnesses", json.dumps(list(self.witnesses))]
+        if self.log_calls:
+            arguments.append("--log-calls")
+        return arguments
+
+
 class AuditPipe:
-    """Appends audit records through a writer process of its own."""
+    """Appends audit records through a writer process of its own. ``on_witness`` hears how
+    each witness is doing (the writer posts to them)."""
 
     def __init__(
-        self, database: Path, durability: str, key_file: Path | None, *, log_calls: bool = False
+        self,
+        database: Path,
+        durability: str,
+        options: WriterOptions,
+        on_witness: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        self._on_witness = on_witness
         self._command = [
             sys.executable,
             "-m",
@@ -87,8 +120,7 @@ class AuditPipe:
             str(database),
             "--durability",
             durability,
-            *(["--key", str(key_file)] if key_file is not None else []),
-            *(["--log-calls"] if log_calls else []),
+            *options.arguments(),
         ]
         self._transport: asyncio.SubprocessTransport | None = None
         self._acks: _Acks | None = None
@@ -212,7 +244,12 @@ class AuditPipe:
         cast(asyncio.WriteTransport, stdin).write(encode_batch(batch))
 
     def acknowledged(self, batch_id: int, level: int, error: str) -> None:
-        """The writer answered for a batch."""
+        """The writer answered for a batch (or told how a witness is doing)."""
+        if level == WITNESS:
+            if self._on_witness is not None:
+                with contextlib.suppress(ValueError):
+                    self._on_witness(json.loads(error))
+            return
         outgoing = self._waiting.get(batch_id)
         if outgoing is None:
             return

@@ -3,7 +3,8 @@
 On the way in, each batch is one frame: its length (``FRAME``) and a pickle of (batch id,
 durable, rows, checkpoint_after). On the way out, each acknowledgement is ``ACK`` (batch id,
 level, length of the error text) and the error text: FAILED, COMMITTED, then (for a durable
-batch, with durability fsync) DURABLE. Pickle is safe here: the pipe runs between the broker
+batch, with durability fsync) DURABLE. The same frame with level WITNESS carries a witness's
+state instead. Pickle is safe here: the pipe runs between the broker
 and the process it started, and nothing else can write to it.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 FRAME = struct.Struct("!I")  # the length of each pickled batch on the way in
 ACK = struct.Struct("!QBH")  # batch id, level, length of the error text that follows
 FAILED, COMMITTED, DURABLE = 0, 1, 2
+WITNESS = 3  # batch id 0: not an acknowledgement, a witness's state (JSON) for the metrics
 MAX_ERROR_BYTES = 60_000
 
 

@@ -8,36 +8,54 @@ for the acknowledgement on its stdout; nothing else can write to those pipes.
 
 Per transaction: give each record its place in the chain (seq, the previous hash, its own
 hash), insert them, sign a checkpoint when one is due, commit, and acknowledge "committed".
+A checkpoint, once committed, is also kept where deleting audit.db does not delete it: in
+broker.db (``--heads``), as a JSON line on stderr (the broker's log) and with every witness
+(``--witnesses``, posted from threads of their own, never holding a batch).
 With durability ``fsync``, batches that asked for it are acknowledged "durable" only after the
 log is fsynced. Any failure (a full disk, a read-only or locked file) rolls the transaction
 back and is acknowledged as a failure with SQLite's message: the broker then refuses the call.
 
 Run by the broker: ``python -m broker.audit.writer --database data/audit.db --durability fsync
-[--key data/audit.key] [--log-calls]``. It stops at the end of its input (the broker closed the
-pipe or died).
+[--key data/audit.key --broker-id ID] [--heads data/broker.db] [--witnesses JSON]
+[--log-calls]``. It ignores SIGINT and SIGTERM (a stop of the whole process group, as Ctrl-C or
+systemd send, reaches the broker too, which then closes the pipe) and stops at the end of its
+input (the broker closed the pipe, or died): either way it signs the head first.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from broker.audit.checkpoints import Signer
-from broker.audit.wire import COMMITTED, DURABLE, FAILED, Batch, decode_batches, encode_ack
+from broker.audit.checkpoints import Checkpoint, Signer
+from broker.audit.wire import (
+    COMMITTED,
+    DURABLE,
+    FAILED,
+    WITNESS,
+    Batch,
+    decode_batches,
+    encode_ack,
+)
+from broker.audit.witness_posting import Posters, WitnessState
+from broker.audit.witnesses import Witness, witness_from
 from broker.signing import AgentCredentials
 from broker.storage.audit_ledger import AuditLedger
 from broker.storage.group_commit import WAL_CHECKPOINT_COMMITS
 from broker.storage.interfaces import Sign
 from broker.storage.records import STEP_EVENTS, AuditRow, CheckpointRow, StoreError, record_hash
+from broker.storage.sqlite_heads import HeadsLedger
 
 log = logging.getLogger("broker.audit.writer")
 
@@ -97,13 +115,14 @@ class Chain:
         now = int(time.time() * 1000)
         return after_s is not None and now - self.last_checkpoint_ms >= after_s * 1000
 
-    def checkpoint(self, ledger: AuditLedger, kind: str = "periodic") -> None:
+    def checkpoint(self, ledger: AuditLedger, kind: str = "periodic") -> CheckpointRow:
         """Sign the head, inside the current transaction."""
         assert self._signer is not None
         now = int(time.time() * 1000)
-        key_id, signature = self._signer(self.seq, self.head, now)
-        ledger.insert_checkpoint(CheckpointRow(self.seq, self.head, now, kind, key_id, signature))
+        mark = self._signer(self.seq, self.head, now, kind)
+        ledger.insert_checkpoint(mark)
         self.since_checkpoint, self.last_checkpoint_ms = 0, now
+        return mark
 
     def state(self) -> tuple[int, str, int, int]:
         return self.seq, self.head, self.since_checkpoint, self.last_checkpoint_ms
@@ -113,25 +132,61 @@ class Chain:
         self.seq, self.head, self.since_checkpoint, self.last_checkpoint_ms = state
 
 
+class Heads:
+    """Where each signed checkpoint goes besides audit.db: broker.db, the log (stderr), the
+    witnesses. A place that fails is logged; the checkpoint stands in the others."""
+
+    def __init__(self, ledger: HeadsLedger | None, posters: Posters | None) -> None:
+        self._ledger = ledger
+        self._posters = posters
+
+    def publish(self, row: CheckpointRow) -> None:
+        """Keep a committed checkpoint in every place."""
+        mark = Checkpoint.of(row)
+        if self._ledger is not None:
+            try:
+                self._ledger.add(row)
+            except StoreError as exc:
+                log.error("the audit head at record %d is not in broker.db: %s", row.seq, exc)
+        with contextlib.suppress(OSError):  # a closed stderr must not stop the trail
+            _write_all(sys.stderr.fileno(), (mark.line() + "\n").encode())
+        if self._posters is not None:
+            self._posters.put(mark)
+
+    def close(self) -> None:
+        """Give the witnesses a moment to take what they have; let go of broker.db."""
+        if self._posters is not None:
+            self._posters.stop()
+        if self._ledger is not None:
+            self._ledger.close()
+
+
 class Writer:
     """Writes batches: one transaction for everything that arrived together."""
 
     def __init__(
-        self, database: Path, durability: str, signer: Sign | None, calls_log: int | None = None
+        self,
+        database: Path,
+        durability: str,
+        signer: Sign | None,
+        calls_log: int | None = None,
+        heads: Heads | None = None,
     ) -> None:
         self._calls_log = calls_log  # where each request's JSON line goes (the broker: stderr)
         self._ledger = AuditLedger(database)
         self._chain = Chain(self._ledger, signer)
+        self._heads = heads or Heads(None, None)
         self._fsync = durability == "fsync"
         self._commits = 0
 
     def write(self, batches: list[Batch], send: Callable[[bytes], None]) -> None:
         """Write, then acknowledge each batch: committed, then durable (after the fsync); then
         log each request's JSON line (so the log never shows a call the trail lacks)."""
-        rows = self._commit(batches)
-        if isinstance(rows, str):
-            send(b"".join(encode_ack(b.batch_id, FAILED, rows) for b in batches))
+        committed = self._commit(batches)
+        if isinstance(committed, str):
+            send(b"".join(encode_ack(b.batch_id, FAILED, committed) for b in batches))
             return
+        rows, mark = committed
         waiting = [b for b in batches if b.durable and self._fsync]
         done = DURABLE if not self._fsync else COMMITTED
         send(b"".join(encode_ack(b.batch_id, done) for b in batches))
@@ -143,6 +198,8 @@ class Writer:
             else:
                 send(b"".join(encode_ack(b.batch_id, DURABLE) for b in waiting))
         self._log(rows)
+        if mark is not None:
+            self._heads.publish(mark)
         self._commits += 1
         if self._commits >= WAL_CHECKPOINT_COMMITS:  # the log copied between commits
             self._commits = 0
@@ -156,9 +213,13 @@ class Writer:
             with contextlib.suppress(OSError):  # a closed stderr must not stop the trail
                 _write_all(self._calls_log, ("\n".join(lines) + "\n").encode())
 
-    def _commit(self, batches: list[Batch]) -> list[tuple[Any, ...]] | str:
-        """The records as chained and committed, or what went wrong."""
+    def _commit(
+        self, batches: list[Batch]
+    ) -> tuple[list[tuple[Any, ...]], CheckpointRow | None] | str:
+        """The records as chained and committed, with the checkpoint signed with them if
+        one was due, or what went wrong."""
         before = self._chain.state()
+        mark = None
         try:
             with self._ledger.transaction():
                 rows = [self._chain.link(values) for b in batches for values in b.rows]
@@ -168,11 +229,11 @@ class Writer:
                     (b.checkpoint_after for b in batches if b.checkpoint_after), default=None
                 )
                 if self._chain.checkpoint_due(after):
-                    self._chain.checkpoint(self._ledger)
+                    mark = self._chain.checkpoint(self._ledger)
         except StoreError as exc:
             self._chain.restore(before)
             return str(exc)
-        return rows
+        return rows, mark
 
     def close(self) -> None:
         """Sign the head as it is at the stop (so a tail cut later is caught even if the
@@ -180,21 +241,37 @@ class Writer:
         try:
             if self._chain.checkpoint_due(0.0):
                 with self._ledger.transaction():
-                    self._chain.checkpoint(self._ledger, "stop")
+                    mark = self._chain.checkpoint(self._ledger, "stop")
                 self._ledger.sync()
+                self._heads.publish(mark)
         except StoreError as exc:
-            log.warning("the audit writer's last checkpoint failed: %s", exc)
+            log.error("the audit writer's last checkpoint failed: %s", exc)
+        self._heads.close()
         self._ledger.copy_log()
         self._ledger.close()
 
 
-def serve(writer: Writer, source: int, sink: int) -> None:
+class Sink:
+    """The pipe back to the broker: acknowledgements from the main thread, witness states
+    from the posters' threads, each message whole."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> None:
+        """Write all of ``data`` (OSError if the broker is gone)."""
+        with self._lock:
+            _write_all(self._fd, data)
+
+    def witness_state(self, state: WitnessState) -> None:
+        """Tell the broker how a witness is doing (for its metrics)."""
+        self.send(encode_ack(0, WITNESS, json.dumps(dataclasses.asdict(state))))
+
+
+def serve(writer: Writer, source: int, send: Callable[[bytes], None]) -> None:
     """Read batches until the input ends; everything read at once is one transaction."""
     pending = b""
-
-    def send(data: bytes) -> None:
-        _write_all(sink, data)
-
     while True:
         chunk = os.read(source, 1 << 20)
         if not chunk:
@@ -221,8 +298,16 @@ def _yield_to_the_broker() -> None:
         os.nice(WRITER_NICENESS)
 
 
-def _signer(key_file: Path | None) -> Sign | None:
-    return Signer(AgentCredentials.load(key_file)) if key_file is not None else None
+def _signer(key_file: Path | None, broker_id: str) -> Sign | None:
+    return Signer(AgentCredentials.load(key_file), broker_id) if key_file is not None else None
+
+
+def _heads(args: argparse.Namespace, sink: Sink) -> Heads:
+    witnesses: list[Witness] = [
+        witness_from(config, args.broker_id) for config in json.loads(args.witnesses)
+    ]
+    posters = Posters(witnesses, sink.witness_state) if witnesses else None
+    return Heads(HeadsLedger(args.heads) if args.heads else None, posters)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,22 +315,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", type=Path, required=True)
     parser.add_argument("--durability", choices=("fsync", "process"), default="fsync")
     parser.add_argument("--key", type=Path, help="the audit key that signs checkpoints")
+    parser.add_argument("--broker-id", default="", help="the broker whose chain this is")
+    parser.add_argument("--heads", type=Path, help="broker.db: where checkpoints are kept too")
+    parser.add_argument("--witnesses", default="[]", help="the witnesses' settings, as JSON")
     parser.add_argument(
         "--log-calls", action="store_true", help="write each request's JSON line to stderr"
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the broker's: it closes our input
+    # A stop of the whole process group is the broker's to handle: it closes our input once
+    # its last records are out, and we sign the head then. Dying here would leave it unsigned.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    sink = Sink(sys.stdout.fileno())
     try:
         log_to = sys.stderr.fileno() if args.log_calls else None
-        writer = Writer(args.database, args.durability, _signer(args.key), log_to)
-    except (StoreError, OSError, ValueError) as exc:
-        log.error("cannot open the audit database %s: %s", args.database, exc)
+        signer = _signer(args.key, args.broker_id)
+        writer = Writer(args.database, args.durability, signer, log_to, _heads(args, sink))
+    except (StoreError, OSError, ValueError, KeyError) as exc:
+        log.error("cannot start the audit writer for %s: %s", args.database, exc)
         return 1
     # Ready at the broker's own priority (it waits for us to start), then a batch job.
     _yield_to_the_broker()
     try:
-        serve(writer, sys.stdin.fileno(), sys.stdout.fileno())
+        serve(writer, sys.stdin.fileno(), sink.send)
     except BrokenPipeError:
         pass  # the broker is gone; what was committed stays
     finally:

@@ -1,4 +1,5 @@
-"""``broker audit ...``: verify, checkpoint, query, tail, export, show, prune, fingerprint.
+"""``broker audit ...``: query, tail, export, show, prune, fingerprint (and, from
+``audit_verify_commands``, verify, checkpoint and key).
 
 They read the broker's database on their own read-only connection (a running broker keeps
 writing meanwhile); ``prune`` writes, and signs its anchor with the broker's audit key.
@@ -12,21 +13,21 @@ import json
 import re
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from broker.audit.checkpoints import Checkpoint, Signer, audit_key, audit_key_path
-from broker.audit.verification import checkpoints, prune, verify
+from broker.audit.checkpoints import Signer, audit_key, iso_time
+from broker.audit.exported import export_lines
+from broker.audit.verification import prune
+from broker.commands.audit_verify_commands import add_verify_commands
 from broker.commands.secret_commands import fingerprint_command
 from broker.commands.storage_access import with_audit, with_state
 from broker.errors import ConfigError
 from broker.settings import load_settings
-from broker.signing import AgentCredentials
-from broker.storage.records import AuditQuery, AuditRow
+from broker.storage.interfaces import AuditReader
+from broker.storage.records import AuditQuery, AuditRow, CheckpointRow
 from broker.units import parse_duration
 
 _FILTERS = {
@@ -44,18 +45,7 @@ def add_audit_commands(commands: Any) -> None:
     audit = commands.add_parser("audit", help="the audit trail")
     sub = audit.add_subparsers(dest="audit_command", required=True)
 
-    check = sub.add_parser("verify", help="check the hash chain and the signed checkpoints")
-    _config(check)
-    check.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="a checkpoint kept elsewhere (the JSON `audit checkpoint` printed)",
-    )
-    check.set_defaults(handler=_verify)
-
-    point = sub.add_parser("checkpoint", help="the latest signed checkpoint, to keep elsewhere")
-    _config(point)
-    point.set_defaults(handler=_checkpoint)
+    add_verify_commands(sub)
 
     query = sub.add_parser("query", help="records matching filters (a table, or JSONL)")
     _config(query)
@@ -76,7 +66,12 @@ def add_audit_commands(commands: Any) -> None:
     export = sub.add_parser("export", help="every record, one JSON object a line")
     _config(export)
     _filters(export)
-    export.add_argument("--format", choices=("jsonl",), default="jsonl")
+    export.add_argument(
+        "--format",
+        choices=("jsonl", "chain"),
+        default="jsonl",
+        help="jsonl: readable records; chain: the whole trail as hashed, for `verify --export`",
+    )
     export.set_defaults(handler=_export)
 
     show = sub.add_parser("show", help="the whole story of one call")
@@ -142,7 +137,7 @@ def _rows(args: argparse.Namespace, **extra: Any) -> list[AuditRow]:
 def record_json(row: AuditRow) -> str:
     """One record as a JSON line (its detail parsed, its time readable)."""
     data = row._asdict()
-    data["time"] = _iso(row.ts_ms)
+    data["time"] = iso_time(row.ts_ms)
     data["detail"] = json.loads(row.detail) if row.detail else {}
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
@@ -151,7 +146,7 @@ def _table_line(row: AuditRow) -> str:
     status = f" {row.upstream_status}" if row.upstream_status else ""
     reason = f" {row.reason}" if row.reason else ""
     return (
-        f"{row.seq:>7} {_iso(row.ts_ms)} {row.call_id} {row.event or row.rpc:9} "
+        f"{row.seq:>7} {iso_time(row.ts_ms)} {row.call_id} {row.event or row.rpc:9} "
         f"{row.agent or '-':16} {row.tool or '-':24} {row.decision}{reason}{status} "
         f"{row.latency_us / 1000:.1f}ms"
     )
@@ -170,8 +165,23 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.format == "chain":
+        return _export_chain(args)
     for row in _rows(args):
         sys.stdout.write(record_json(row) + "\n")
+    return 0
+
+
+def _export_chain(args: argparse.Namespace) -> int:
+    if any(getattr(args, flag, None) for flag in (*_FILTERS, "since", "until")):
+        raise ConfigError("--format chain", "a chain export is the whole trail: drop the filters")
+    settings = load_settings(args.config)
+
+    async def write(reader: AuditReader) -> None:
+        async for line in export_lines(reader, settings.broker_id):
+            sys.stdout.write(line + "\n")
+
+    with_audit(_database(args), write)
     return 0
 
 
@@ -235,62 +245,10 @@ def _show(args: argparse.Namespace) -> int:
         for finding in detail.get("findings", []):
             facts.append(f"finding {finding['kind']} at {finding['path']}: {finding['detail']}")
         print(
-            f"    {_iso(row.ts_ms)} #{row.seq} {row.event or row.rpc}: {row.decision}"
+            f"    {iso_time(row.ts_ms)} #{row.seq} {row.event or row.rpc}: {row.decision}"
             + (f" - {'; '.join(facts)}" if facts else "")
             + (f" ({row.latency_us / 1000:.1f} ms)" if row.latency_us else "")
         )
-    return 0
-
-
-def _public_key(args: argparse.Namespace) -> tuple[Ed25519PublicKey, str]:
-    settings = load_settings(args.config)
-    path = audit_key_path(settings.data_dir)
-    if not path.exists():
-        raise ConfigError(str(path), "no audit key here: has the broker run on this data_dir?")
-    credentials = AgentCredentials.load(path)
-    return credentials.private_key.public_key(), credentials.public_key_b64
-
-
-def _verify(args: argparse.Namespace) -> int:
-    public_key, _ = _public_key(args)
-    external = None
-    if args.checkpoint:
-        try:
-            data = json.loads(args.checkpoint.read_text())
-            external = Checkpoint(
-                int(data["seq"]),
-                data["head_hash"],
-                int(data["ts_ms"]),
-                data["kind"],
-                data["key_id"],
-                data["signature"],
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(str(args.checkpoint), f"not a checkpoint: {exc}") from None
-    verdict = with_audit(_database(args), lambda audit: verify(audit, public_key, external))
-    if verdict.ok:
-        print(
-            f"ok: {verdict.records} record(s) chained, {verdict.checkpoints} signed "
-            "checkpoint(s) hold"
-        )
-        return 0
-    print(f"TAMPERED: {verdict.problem}")
-    return 1
-
-
-def _checkpoint(args: argparse.Namespace) -> int:
-    _, public = _public_key(args)
-    marks = with_audit(_database(args), checkpoints)
-    if not marks:
-        raise ConfigError(
-            str(args.config),
-            "no checkpoint yet: the broker signs one every "
-            "1,000 records or audit_checkpoint_interval",
-        )
-    latest = marks[-1]
-    print(
-        json.dumps({**asdict(latest), "time": _iso(latest.ts_ms), "public_key": public}, indent=2)
-    )
     return 0
 
 
@@ -298,18 +256,16 @@ def _prune(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     before = _when(args.before)
     assert before is not None
-    signer = Signer(audit_key(settings.data_dir))
+    signer = Signer(audit_key(settings.data_dir), settings.broker_id)
     removed, anchor = with_audit(_database(args), lambda audit: prune(audit, before, signer))
     if anchor is None:
         print("nothing older than that", file=sys.stderr)
         return 0
+    row = CheckpointRow(*astuple(anchor))
+    with_state(settings, lambda state: state.heads.add(row))  # the cut is signed there too
     print(
         f"removed {removed} record(s); signed anchor at record {anchor.seq} "
         f"(head {anchor.head_hash[:16]}): what remains still verifies",
         file=sys.stderr,
     )
     return 0
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

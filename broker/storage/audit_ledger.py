@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.storage.group_commit import open_for_writes
-from broker.storage.records import AUDIT_COLUMNS, CheckpointRow, StoreError
+from broker.storage.records import AUDIT_COLUMNS, CHECKPOINT_COLUMNS, CheckpointRow, StoreError
 from broker.storage.sqlite_connection import BUSY_TIMEOUT_S, WalSync, rollback
 from broker.storage.sqlite_schema import AUDIT_MIGRATIONS, audit_database
 
@@ -27,9 +27,15 @@ INSERT_RECORD = (
     f"VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})"
 )
 INSERT_CHECKPOINT = (
-    "INSERT OR REPLACE INTO audit_checkpoints (seq, head_hash, ts_ms, kind, key_id, signature) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    f"INSERT OR REPLACE INTO audit_checkpoints ({', '.join(CHECKPOINT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' * len(CHECKPOINT_COLUMNS))})"
 )
+SELECT_CHECKPOINTS = f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM audit_checkpoints "  # noqa: S608
+
+
+def checkpoint_values(mark: CheckpointRow) -> tuple[object, ...]:
+    """A checkpoint's values in CHECKPOINT_COLUMNS order."""
+    return tuple(getattr(mark, column) for column in CHECKPOINT_COLUMNS)
 
 
 class AuditLedger:
@@ -47,10 +53,7 @@ class AuditLedger:
     def head(self) -> tuple[tuple[int, str] | None, CheckpointRow | None]:
         """(seq, hash) of the last record, and the last checkpoint."""
         last = self._conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        mark = self._conn.execute(
-            "SELECT seq, head_hash, ts_ms, kind, key_id, signature FROM audit_checkpoints "
-            "ORDER BY seq DESC LIMIT 1"
-        )
+        mark = self._conn.execute(SELECT_CHECKPOINTS + "ORDER BY seq DESC LIMIT 1")
         record, checkpoint = last.fetchone(), mark.fetchone()
         return (
             (int(record[0]), str(record[1])) if record else None,
@@ -74,10 +77,7 @@ class AuditLedger:
 
     def insert_checkpoint(self, mark: CheckpointRow) -> None:
         """A signed checkpoint, inside a transaction."""
-        self._conn.execute(
-            INSERT_CHECKPOINT,
-            (mark.seq, mark.head_hash, mark.ts_ms, mark.kind, mark.key_id, mark.signature),
-        )
+        self._conn.execute(INSERT_CHECKPOINT, checkpoint_values(mark))
 
     def sync(self) -> None:
         """fsync the log: what is committed is then on disk."""

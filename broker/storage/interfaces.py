@@ -31,8 +31,8 @@ from broker.storage.records import (
     Usage,
 )
 
-# (seq, head hash, ts_ms) -> (key id, signature): signs an anchor checkpoint
-Sign = Callable[[int, str, int], tuple[str, str]]
+# (seq, head hash, ts_ms, kind) -> the checkpoint, signed: how storage gets an anchor signed
+Sign = Callable[[int, str, int, str], CheckpointRow]
 
 
 class CallStore(Protocol):
@@ -69,8 +69,8 @@ class CallStore(Protocol):
     async def unreminded(self, now_ms: int) -> list[CallRecord]:
         """Pending calls past their escalation time whose reminder has not been sent."""
 
-    async def count(self, state: str) -> int:
-        """How many calls are in ``state``."""
+    async def count(self, state: str | None = None) -> int:
+        """How many calls are in ``state`` (or stored at all)."""
 
     async def mark_unfinished(self, now_ms: int) -> list[CallRecord]:
         """At start: writes that began (``executing``) and never recorded an outcome become
@@ -154,6 +154,17 @@ class SecretStore(Protocol):
         """Queued: note when a secret was last used."""
 
 
+class AuditHeadStore(Protocol):
+    """The audit chain's signed checkpoints, kept beside the state as well as in the trail:
+    deleting the trail does not delete them."""
+
+    async def all(self) -> list[CheckpointRow]:
+        """Every head kept, oldest first."""
+
+    async def add(self, row: CheckpointRow) -> None:
+        """Keep a signed checkpoint."""
+
+
 class StateStore(Protocol):
     """The broker's own state (not the audit trail): one database, one backend."""
 
@@ -176,6 +187,10 @@ class StateStore(Protocol):
     @property
     def secrets(self) -> SecretStore:
         """Encrypted secrets."""
+
+    @property
+    def heads(self) -> AuditHeadStore:
+        """The audit chain's signed heads."""
 
     async def open(self) -> None:
         """Connect (creating and migrating the schema if needed); StoreError if it cannot."""

@@ -122,7 +122,8 @@ def record_hash(values: Sequence[Any]) -> str:
 @dataclass(frozen=True)
 class CheckpointRow:
     """A signed statement kept with the chain: it had ``seq`` records ending in ``head_hash``.
-    ``kind``: periodic, stop (the broker stopped), prune (the anchor left at a cut)."""
+    ``kind``: periodic, stop (the broker stopped), prune (the anchor left at a cut).
+    ``broker_id`` is empty for checkpoints signed before it was part of the signed text."""
 
     seq: int
     head_hash: str
@@ -130,6 +131,10 @@ class CheckpointRow:
     kind: str
     key_id: str
     signature: str
+    broker_id: str = ""
+
+
+CHECKPOINT_COLUMNS = ("seq", "head_hash", "ts_ms", "kind", "key_id", "signature", "broker_id")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from broker.storage.audit_ledger import INSERT_CHECKPOINT
+from broker.storage.audit_ledger import INSERT_CHECKPOINT, SELECT_CHECKPOINTS, checkpoint_values
 from broker.storage.interfaces import Sign
 from broker.storage.records import (
     AUDIT_COLUMNS,
@@ -32,9 +32,7 @@ from broker.storage.sqlite_connection import (
 from broker.storage.sqlite_schema import audit_database, prepare_audit_database
 
 _SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit "  # noqa: S608
-_CHECKPOINTS = (
-    "SELECT seq, head_hash, ts_ms, kind, key_id, signature FROM audit_checkpoints ORDER BY seq"
-)
+_CHECKPOINTS = SELECT_CHECKPOINTS + "ORDER BY seq"
 CHAIN_CHUNK = 2_000  # records read at a time by a verify
 # A prune waits this long for the audit writer, which holds its lock for milliseconds at a
 # time, before it gives up and says the database is locked.
@@ -140,9 +138,8 @@ def _prune(path: Path, before_ms: int, sign: Sign) -> tuple[int, CheckpointRow |
             rollback(conn)
             return 0, None
         seq, head = int(cut[0]), str(cut[1])
-        now = int(time.time() * 1000)
-        key_id, signature = sign(seq, head, now)
-        conn.execute(INSERT_CHECKPOINT, (seq, head, now, "prune", key_id, signature))
+        anchor = sign(seq, head, int(time.time() * 1000), "prune")
+        conn.execute(INSERT_CHECKPOINT, checkpoint_values(anchor))
         removed = conn.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount
         conn.execute("DELETE FROM audit_checkpoints WHERE seq < ?", (seq,))
         conn.execute("COMMIT")
@@ -151,4 +148,4 @@ def _prune(path: Path, before_ms: int, sign: Sign) -> tuple[int, CheckpointRow |
         raise StoreError(f"cannot prune the audit trail: {exc}") from None
     finally:
         conn.close()
-    return removed, CheckpointRow(seq, head, now, "prune", key_id, signature)
+    return removed, anchor

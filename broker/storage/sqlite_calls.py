@@ -93,10 +93,12 @@ class SqliteCalls:
         where = "WHERE state = 'pending' AND reminded = 0 AND escalate_at_ms <= ?"
         return await self._select(where, (now_ms,))
 
-    async def count(self, state: str) -> int:
-        """How many calls are in ``state``."""
-        query = "SELECT count(*) FROM calls WHERE state = ?"
-        return int(await self._reads.run(lambda c: c.execute(query, (state,)).fetchone()[0]))
+    async def count(self, state: str | None = None) -> int:
+        """How many calls are in ``state`` (or stored at all)."""
+        query, params = "SELECT count(*) FROM calls", ()  # type: str, tuple[str, ...]
+        if state is not None:
+            query, params = query + " WHERE state = ?", (state,)
+        return int(await self._reads.run(lambda c: c.execute(query, params).fetchone()[0]))
 
     async def mark_unfinished(self, now_ms: int) -> list[CallRecord]:
         """Writes left ``executing`` become ``outcome_unknown``; returns them as they were."""

@@ -143,6 +143,20 @@ MIGRATIONS: list[Migration] = [
     # only with the values of shapes it recognises), and the agent's own words and trusted
     # answers that vouch for a value; per agent, the oldest dropped beyond a bound
     lambda conn: _outside_text(conn),
+    # 12: the audit chain's signed heads, kept here too: deleting or replacing audit.db does
+    # not delete them (``broker audit verify`` compares the chain with them)
+    """
+    CREATE TABLE audit_heads (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq INTEGER NOT NULL,
+        head_hash TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        broker_id TEXT NOT NULL
+    );
+    """,
 ]
 
 # audit.db: the audit trail (its own file, so its writer never waits for the broker's lock),
@@ -159,6 +173,8 @@ AUDIT_MIGRATIONS: list[Migration] = [
     DROP INDEX IF EXISTS audit_agent_time;
     DROP INDEX IF EXISTS audit_task;
     """,
+    # A checkpoint names its broker (signed with it): one broker's cannot pass for another's.
+    "ALTER TABLE audit_checkpoints ADD COLUMN broker_id TEXT NOT NULL DEFAULT '';",
 ]
 
 

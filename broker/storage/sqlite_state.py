@@ -13,19 +13,22 @@ from broker.storage.sqlite_budgets import SqliteBudgets
 from broker.storage.sqlite_calls import SqliteCalls
 from broker.storage.sqlite_connection import BUSY_TIMEOUT_S, Reads
 from broker.storage.sqlite_freezes import SqliteFreezes
+from broker.storage.sqlite_heads import SqliteAuditHeads
 from broker.storage.sqlite_schema import MIGRATIONS
 from broker.storage.sqlite_secrets import SqliteSecrets
 from broker.storage.sqlite_taint import SqliteTaint
 
 
 class SqliteState:
-    """The StateStore on SQLite: calls, freezes, budgets, taint and secrets in one file."""
+    """The StateStore on SQLite: calls, freezes, budgets, taint, secrets and the audit
+    chain's signed heads in one file."""
 
     calls: SqliteCalls
     freezes: SqliteFreezes
     budgets: SqliteBudgets
     taint: SqliteTaint
     secrets: SqliteSecrets
+    heads: SqliteAuditHeads
 
     def __init__(
         self, path: Path, *, durability: Durability = "fsync", busy_timeout: float = BUSY_TIMEOUT_S
@@ -53,6 +56,7 @@ class SqliteState:
         self.budgets = SqliteBudgets(self._writes, self._reads)
         self.taint = SqliteTaint(self._writes, self._reads)
         self.secrets = SqliteSecrets(self._writes, self._reads)
+        self.heads = SqliteAuditHeads(self._writes, self._reads)
 
     def settle(self, *, durable: bool, lazy: bool = False) -> asyncio.Future[None] | None:
         """None when no queued write is outstanding (lazy ones count only with ``lazy``);

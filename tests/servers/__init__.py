@@ -1,0 +1,1 @@
+"""Real servers the tests start: where their programs come from."""
