@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -108,6 +109,8 @@ class WitnessSettings(BaseModel):
             raise ValueError("an http witness needs url: an http(s) URL")
         if self.kind == "s3" and not self.bucket:
             raise ValueError("an s3 witness needs bucket")
+        if self.kind == "s3" and importlib.util.find_spec("boto3") is None:
+            raise ValueError("an s3 witness needs boto3: pip install 'toolbroker[s3]'")
         return self
 
 

@@ -4,54 +4,18 @@ OUTCOME_UNKNOWN, never run again, and listed for a human to reconcile."""
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from broker import errors
 from broker.client import BrokerClient
 from broker.testing import FakeUpstream, Reply, Workspace
+from tests.broker_process import bound_port, start_broker, wait_serving
 
 PAY = {"id": "INV-9", "amount": 10}
-
-
-def _start(config: str, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "broker", "run", "--config", config],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-
-
-def _port(process: subprocess.Popen[bytes], log: Path, seconds: float = 30.0) -> int:
-    """The port the broker bound (it listens on port 0: a port picked here and handed to it
-    could be taken meanwhile by another suite running on the machine)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = re.search(r"serving on port (\d+)", log.read_text(errors="replace"))
-        if found:
-            return int(found.group(1))
-        assert process.poll() is None, "the broker exited:\n" + log.read_text(errors="replace")
-        time.sleep(0.05)  # the broker process is starting; bounded by the deadline
-    raise AssertionError("the broker did not start")
-
-
-def _wait_serving(client: BrokerClient, seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            client.list_tools(timeout=1)
-            return
-        except errors.BrokerError:
-            time.sleep(0.1)  # the broker process is starting; bounded by the deadline
-    raise AssertionError("the broker did not start")
 
 
 def test_a_write_cut_off_by_kill_9_is_outcome_unknown_after_restart(
@@ -65,11 +29,11 @@ def test_a_write_cut_off_by_kill_9_is_outcome_unknown_after_restart(
     config = str(ws.root / "broker.yaml")
     upstream.respond = lambda request: Reply(body={"paid": True}, delay=5)
     log = ws.root / "broker.log"
-    first = _start(config, log)
+    first = start_broker(config, log)
     try:
-        listen = f"127.0.0.1:{_port(first, log)}"
+        listen = f"127.0.0.1:{bound_port(first, log)}"
         with BrokerClient(listen, agent, broker_id="broker.test", timeout=15) as client:
-            _wait_serving(client)
+            wait_serving(client)
             outcome: list[BaseException] = []
 
             def pay() -> None:

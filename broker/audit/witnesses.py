@@ -202,7 +202,10 @@ def witness_from(config: dict[str, Any], broker_id: str) -> Witness:
         return SyslogWitness(address, str(config.get("facility") or "auth"))
     if kind == "s3":
         # boto3 takes ~0.5 s to import: only a broker that keeps checkpoints in S3 pays it
-        module = importlib.import_module("broker.audit.s3_witness")
+        try:
+            module = importlib.import_module("broker.audit.s3_witness")
+        except ImportError:
+            raise ValueError("an s3 witness needs boto3: pip install 'toolbroker[s3]'") from None
         witness: Witness = module.S3Witness(config, broker_id)
         return witness
     raise ValueError(f"unknown witness kind {kind!r}: http, s3 or syslog")

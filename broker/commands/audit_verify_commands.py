@@ -119,7 +119,10 @@ def _verify(args: argparse.Namespace) -> int:
         held += [Held(Checkpoint.of(row), STATE) for row in evidence.heads]
     configured = []
     for config in settings.audit_witnesses if settings is not None else ():
-        witness = witness_from(config.model_dump(), broker_id)
+        try:
+            witness = witness_from(config.model_dump(), broker_id)
+        except ValueError as exc:
+            raise ConfigError("audit_witnesses", str(exc)) from None
         configured.append(witness.name)
         held += [Held(m, witness.name) for m in _read(witness, required=False, notes=notes)]
     for witness in _given_witnesses(args):

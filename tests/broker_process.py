@@ -1,0 +1,49 @@
+"""A broker as users run it: ``python -m broker run`` in a process of its own (optionally a
+process group of its own, as systemd and a terminal give it), its log in a file."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from broker import errors
+from broker.client import BrokerClient
+
+
+def start_broker(config: str, log: Path, *, own_group: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``broker run --config``; ``own_group``: in a new session and process group."""
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "broker", "run", "--config", config],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=own_group,
+        )
+
+
+def bound_port(process: subprocess.Popen[bytes], log: Path, seconds: float = 30.0) -> int:
+    """The port the broker bound (it listens on port 0: a port picked here and handed to it
+    could be taken meanwhile by another suite running on the machine)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = re.search(r"serving on port (\d+)", log.read_text(errors="replace"))
+        if found:
+            return int(found.group(1))
+        assert process.poll() is None, "the broker exited:\n" + log.read_text(errors="replace")
+        time.sleep(0.05)  # the broker process is starting; bounded by the deadline
+    raise AssertionError("the broker did not start")
+
+
+def wait_serving(client: BrokerClient, seconds: float = 20.0) -> None:
+    """Until the broker answers ListTools."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.list_tools(timeout=1)
+            return
+        except errors.BrokerError:
+            time.sleep(0.1)  # the broker process is starting; bounded by the deadline
+    raise AssertionError("the broker did not start")
