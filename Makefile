@@ -60,7 +60,7 @@ demo: install
 ## bench: broker vs. direct side by side, policy decisions at scale, a rate-limited burst, the
 ## untrusted-content detector on BIPIA (development figures), the cost of each stage and of the
 ## audit trail, small calls beside big answers, the import time of the SDK, the provenance
-## check against 1 MB of outside text; each rewrites its
+## check against 1 MB of outside text, time-based checkpoints and witnesses; each rewrites its
 ## section of BENCHMARKS.md
 bench: install
 	$(PY) -m tests.bench.bench_call_path --write BENCHMARKS.md
@@ -72,6 +72,7 @@ bench: install
 	$(PY) -m tests.bench.bench_big_answers --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_imports --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_provenance --write BENCHMARKS.md
+	$(PY) -m tests.bench.bench_witnesses --write BENCHMARKS.md
 
 lint: install
 	$(VENV)/bin/ruff check broker tests examples

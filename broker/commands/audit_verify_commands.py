@@ -15,13 +15,13 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.audit.checkpoints import Checkpoint, PublishedKey, audit_key_path, iso_time
 from broker.audit.exported import ExportedTrail, NoTrail
-from broker.audit.verification import Chain, Held, Verdict, checkpoints, unheld, verify
+from broker.audit.verification import Held, Verdict, checkpoints, unheld, verify
 from broker.audit.witnesses import FileWitness, HttpWitness, Witness, WitnessError, witness_from
 from broker.commands.storage_access import with_audit, with_state
 from broker.errors import ConfigError
@@ -133,7 +133,7 @@ def _verify(args: argparse.Namespace) -> int:
     trail_file = audit_path(settings)
     if trail_file.exists():
         verdict = with_audit(
-            settings.database, lambda reader: _verify_with(reader, key.key(), held, broker_id)
+            settings.database, lambda reader: verify(reader, key.key(), held, broker_id)
         )
         own = with_audit(settings.database, checkpoints)
     else:
@@ -179,18 +179,11 @@ def _verify_export(
     return _report(verdict, notes)
 
 
-async def _verify_with(
-    reader: Chain, public_key: Ed25519PublicKey, held: list[Held], broker_id: str
-) -> Verdict:
-    return await verify(reader, public_key, held, broker_id)
-
-
-class _Evidence:
+class _Evidence(NamedTuple):
     """What broker.db says about the trail: stored calls, and the heads it keeps."""
 
-    def __init__(self, calls: int, heads: list[CheckpointRow]) -> None:
-        self.calls = calls
-        self.heads = heads
+    calls: int
+    heads: list[CheckpointRow]
 
 
 def _state_evidence(settings: BrokerSettings) -> _Evidence:
