@@ -12,11 +12,11 @@ bytes in them, which the pickle names rather than copies: pickling 4 MB costs th
 sending the bytes as they are ~0.1 ms); the answer comes back as one pickle (the result, or the
 BrokerError it raised), read without copying. Pickle is safe here: the pipes run between the
 broker and the processes it started, and nothing else can write to them. A worker runs one job
-at a time at a lower priority than the broker (a busy machine gives the loop its core first),
-ignores Ctrl-C and SIGTERM (the broker stops it by closing its stdin), and exits when the
-broker is gone. A worker that dies takes its job with it (INTERNAL, logged); the next job
-starts a new one. (multiprocessing's pools are not used: their spawned processes import the
-program's ``__main__`` again, which starts a second broker in a script that embeds one.)
+at a time, yielding the CPU to the broker's loop (``broker.worker_priority``), ignores Ctrl-C
+and SIGTERM (the broker stops it by closing its stdin), and exits when the broker is gone. A
+worker that dies takes its job with it (INTERNAL, logged); the next job starts a new one.
+(multiprocessing's pools are not used: their spawned processes import the program's
+``__main__`` again, which starts a second broker in a script that embeds one.)
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar, cast
 
 from broker import errors
+from broker.worker_priority import Priority
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 OFFLOAD_BYTES = 64 * 1024  # measured in BENCHMARKS.md ("Big answers")
-WORKER_NICENESS = 5
 FRAME = struct.Struct("!I")  # an answer's length
 JOB = struct.Struct("!II")  # a job's pickle length and how many raw parts follow it
 PART = struct.Struct("!IB")  # a raw part's length, and whether it is text (UTF-8) or bytes
@@ -255,11 +255,15 @@ def _widen(fd: int) -> None:
 # -- the worker's side ------------------------------------------------------------------------
 
 
-def serve(source: int, sink: int) -> None:
+def serve(source: int, sink: int, priority: Priority) -> None:
     """Run jobs until the input ends (the broker closed it, or is gone)."""
     with open(source, "rb", buffering=PIPE_BYTES, closefd=False) as jobs:
         while job := _read_job(jobs):
-            answer = pickle.dumps(_do(*job), protocol=5)
+            priority.job_starts()
+            try:
+                answer = pickle.dumps(_do(*job), protocol=5)
+            finally:
+                priority.job_ends()
             _write_all(sink, FRAME.pack(len(answer)))
             _write_all(sink, answer)
 
@@ -307,13 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     # the broker stops us by closing our input, after the answers it waits for
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
+    priority = Priority()
     logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     _widen(sys.stdin.fileno())
     _widen(sys.stdout.fileno())
     with contextlib.suppress(BrokenPipeError, EOFError):
-        serve(sys.stdin.fileno(), sys.stdout.fileno())
+        serve(sys.stdin.fileno(), sys.stdout.fileno(), priority)
     return 0
 
 

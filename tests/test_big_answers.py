@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -14,6 +18,7 @@ import pytest
 from broker.client import ApprovalPending
 from broker.stages.provenance import DROPPED
 from broker.testing import FakeUpstream, Reply, Workspace, read_audit
+from broker.untrusted.results import clean_result
 from broker.workers import Workers
 from tests.pages import html_page
 
@@ -158,3 +163,41 @@ def test_a_worker_gives_back_big_text_and_bytes_exactly_as_sent() -> None:
             await workers.close()
 
     assert asyncio.run(round_trip()) == job
+
+
+# Keeps one core busy until the test that started it is gone, or 120 s at most.
+_HOG = """
+import os, sys, time
+parent, stop = int(sys.argv[1]), time.monotonic() + 120
+while os.getppid() == parent and time.monotonic() < stop:
+    pass
+"""
+STARVED_BOUND_S = 60.0  # cleaning takes ~1 s of CPU; idle behind two busy cores, minutes
+
+
+def test_a_big_answer_is_not_starved_when_the_machine_is_busy() -> None:
+    """A worker yields the CPU to everything else while that leaves it some; with every core
+    kept busy by other processes, it takes its fair share back."""
+    page = json.dumps({"html": html_page(4 * MIB)})
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", _HOG, str(os.getpid())])
+        for _ in range(os.cpu_count() or 2)
+    ]
+
+    async def clean() -> float:
+        workers = Workers(1, threshold=0)
+        try:
+            began = time.monotonic()
+            cleaned = await workers.run(len(page), clean_result, page, "features")
+            assert "hidden_text" in {f.kind for f in cleaned.findings}
+            return time.monotonic() - began
+        finally:
+            await workers.close()
+
+    try:
+        elapsed = asyncio.run(clean())
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)
+    assert elapsed < STARVED_BOUND_S
