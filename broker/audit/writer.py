@@ -190,15 +190,21 @@ class Writer:
         waiting = [b for b in batches if b.durable and self._fsync]
         done = DURABLE if not self._fsync else COMMITTED
         send(b"".join(encode_ack(b.batch_id, done) for b in batches))
-        if waiting:
+        synced = True
+        # a head leaves the machine only once what it signs is on disk: else a power loss
+        # would look, to verify, like a cut tail
+        if waiting or (mark is not None and self._fsync):
             try:
                 self._ledger.sync()
             except StoreError as exc:
+                synced = False
                 send(b"".join(encode_ack(b.batch_id, FAILED, str(exc)) for b in waiting))
+                if mark is not None:
+                    log.error("fsync failed; the checkpoint stays in audit.db only: %s", exc)
             else:
                 send(b"".join(encode_ack(b.batch_id, DURABLE) for b in waiting))
         self._log(rows)
-        if mark is not None:
+        if mark is not None and synced:
             self._heads.publish(mark)
         self._commits += 1
         if self._commits >= WAL_CHECKPOINT_COMMITS:  # the log copied between commits
