@@ -24,6 +24,7 @@ from broker.audit.checkpoints import Signer
 from broker.cli import main
 from broker.client import ApprovalPending, ToolError
 from broker.signing import AgentCredentials
+from broker.storage import sqlite_audit
 from broker.storage.group_commit import WAL_CHECKPOINT_COMMITS
 from broker.storage.records import AUDIT_COLUMNS, AuditRow, record_hash
 from broker.storage.sqlite_connection import migrate
@@ -541,6 +542,26 @@ def test_a_chain_pruned_to_nothing_goes_on_from_its_anchor(tmp_path: Path) -> No
     _append(path, [_record(4)], key_file)  # a new writer, an empty table
 
     assert [r.seq for r in read_audit(path)] == [4]
+    assert audit_verify(path, key.private_key.public_key()).ok
+
+
+def test_a_long_prune_goes_in_batches_and_ends_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each batch is a short transaction of its own with an anchor at its cut (the writer
+    # never waits long); the end is the same as one big prune, and the rest verifies
+    monkeypatch.setattr(sqlite_audit, "PRUNE_BATCH", 4)
+    path = tmp_path / "broker.db"
+    key = AgentCredentials.generate("broker-audit")
+    key.save(tmp_path / "audit.key")
+    _append(path, [_record(n) for n in range(1, 26)], tmp_path / "audit.key")
+    cut = read_audit(path)[18]  # record 19
+    removed, anchor = prune_at(path, cut.ts_ms + 1, Signer(key, "broker.test"))
+    assert (removed, anchor and anchor.seq, anchor and anchor.head_hash) == (19, 19, cut.hash)
+    assert [r.seq for r in read_audit(path)] == list(range(20, 26))
+    with sqlite3.connect(audit_database(path)) as conn:
+        kinds = conn.execute("SELECT seq, kind FROM audit_checkpoints ORDER BY seq").fetchall()
+    assert kinds == [(19, "prune"), (25, "stop")]  # the batches' own anchors gave way
     assert audit_verify(path, key.private_key.public_key()).ok
 
 

@@ -37,6 +37,9 @@ CHAIN_CHUNK = 2_000  # records read at a time by a verify
 # A prune waits this long for the audit writer, which holds its lock for milliseconds at a
 # time, before it gives up and says the database is locked.
 PRUNE_BUSY_TIMEOUT_S = 2.0
+# Records removed in one transaction: the writer waits for the lock at most that long (a few
+# ms of deleting), however old the trail is.
+PRUNE_BATCH = 5_000
 
 
 class SqliteAuditReader:
@@ -126,17 +129,38 @@ def read_audit_rows(database: Path, call_id: str | None = None) -> list[AuditRow
 
 
 def _prune(path: Path, before_ms: int, sign: Sign) -> tuple[int, CheckpointRow | None]:
+    """Prune in batches of PRUNE_BATCH records, each its own short transaction that leaves a
+    signed anchor at its cut: the audit writer never waits long for the lock, and the trail
+    verifies between batches (and if a prune stops half way)."""
     if not path.exists():  # connecting would make an empty one
         raise no_database(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=PRUNE_BUSY_TIMEOUT_S)
+    removed, anchor = 0, None
+    try:
+        while True:
+            batch = _prune_batch(conn, before_ms, sign)
+            if batch is None:
+                return removed, anchor
+            removed, anchor = removed + batch[0], batch[1]
+    finally:
+        conn.close()
+
+
+def _prune_batch(
+    conn: sqlite3.Connection, before_ms: int, sign: Sign
+) -> tuple[int, CheckpointRow] | None:
+    """Remove up to PRUNE_BATCH of the oldest records older than ``before_ms``; (how many,
+    the anchor at the cut), or None when none is left."""
     try:
         conn.execute("BEGIN IMMEDIATE")
         cut = conn.execute(
-            "SELECT seq, hash FROM audit WHERE ts_ms < ? ORDER BY seq DESC LIMIT 1", (before_ms,)
+            "SELECT seq, hash FROM (SELECT seq, hash, ts_ms FROM audit ORDER BY seq LIMIT ?) "
+            "WHERE ts_ms < ? ORDER BY seq DESC LIMIT 1",
+            (PRUNE_BATCH, before_ms),
         ).fetchone()
         if cut is None:
             rollback(conn)
-            return 0, None
+            return None
         seq, head = int(cut[0]), str(cut[1])
         anchor = sign(seq, head, int(time.time() * 1000), "prune")
         conn.execute(INSERT_CHECKPOINT, checkpoint_values(anchor))
@@ -146,6 +170,4 @@ def _prune(path: Path, before_ms: int, sign: Sign) -> tuple[int, CheckpointRow |
     except sqlite3.Error as exc:
         rollback(conn)
         raise StoreError(f"cannot prune the audit trail: {exc}") from None
-    finally:
-        conn.close()
     return removed, anchor
