@@ -25,6 +25,7 @@ from broker import errors
 from broker.adapters.command_adapter import CommandAdapter
 from broker.adapters.http_adapter import HttpAdapter
 from broker.approvals.admin import AdminStage, admin_keys
+from broker.approvals.call_events import CallEvents
 from broker.approvals.notify import CliNotifier
 from broker.approvals.service import Approvals, Freezes, Notifier
 from broker.approvals.slack import SlackInteractions, SlackNotifier
@@ -145,6 +146,7 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()
         self.metrics = Metrics()
+        self._call_events = CallEvents()  # Await's waiters, woken by the audit and approvals
 
     async def start(self) -> int:
         """Open the data directory, load the files, bind and serve; returns the bound port."""
@@ -249,6 +251,7 @@ class Broker:
             notifier,
             self._current,
             run_approved,
+            events=self._call_events,
             max_wait_s=self.settings.await_max_wait,
         )
 
@@ -328,7 +331,7 @@ class Broker:
         """The stages that do not need the approvals service (the approved calls' pipeline is
         built from these)."""
         return {
-            "audit": AuditStage(trail, self.metrics.observe),
+            "audit": AuditStage(trail, self.metrics.observe, self._call_events),
             "received": ReceivedStage(trail),
             "decided": DecidedStage(trail),
             "freeze": FreezeStage(freezes),

@@ -3,6 +3,7 @@ retries, the kill switch; through a real broker, a recording upstream and the ad
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from broker import errors
+from broker.approvals.call_events import CallEvents
 from broker.client import AdminClient, ApprovalPending, BrokerClient
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, Workspace, await_decision, read_audit
@@ -335,3 +337,49 @@ def test_the_operator_commands(
         assert main(["unfreeze", "payer", *config]) == 0
         assert main(["freeze", *config]) == 2  # neither an agent nor --all
     assert len(upstream.requests) == 1
+
+
+AWAIT_BOUND_S = 20.0  # the write takes ~1 s; without a wake-up, Await waits its full 60 s
+
+
+def test_await_of_a_write_still_running_answers_when_it_ends_not_at_its_timeout(
+    ws: Workspace, upstream: FakeUpstream
+) -> None:
+    never = {"tool": "invoices.pay", "approval": "never", "no_approval_because": "a test"}
+    agent = ws.agent("payer", grants=[never])
+    upstream.respond = lambda request: Reply(body={"paid": True}, delay=1.0)
+    with ws.broker(await_max_wait="60s") as broker, broker.client(agent, timeout=90) as client:
+        first: dict[str, Any] = {}
+        paying = threading.Thread(
+            target=lambda: first.update(done=client.call("invoices.pay", PAY, idempotency_key="k"))
+        )
+        paying.start()
+        deadline = time.monotonic() + 10
+        while not upstream.requests and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the write reached the upstream; bounded
+        with pytest.raises(errors.CallInProgress) as running:
+            client.call("invoices.pay", PAY, idempotency_key="k")
+        call_id = str(running.value).split("call ", 1)[1].split()[0]
+        began = time.monotonic()
+        result = client.await_call(call_id, wait_ms=60_000)
+        waited = time.monotonic() - began
+        paying.join(30)
+    assert result.result == {"paid": True} and result.call_id == call_id
+    assert waited < AWAIT_BOUND_S, f"Await waited {waited:.1f} s for a write that took ~1 s"
+    assert len(upstream.requests) == 1
+    assert first["done"].call_id == call_id
+
+
+def test_an_await_that_times_out_leaves_nothing_behind() -> None:
+    async def waits() -> list[int]:
+        events = CallEvents()
+        await events.wait("c1", 0.01)  # nobody woke it
+        after_timeout = events.waiting()
+        both = asyncio.gather(events.wait("c2", 30), events.wait("c2", 30))
+        await asyncio.sleep(0.01)
+        during = events.waiting()
+        events.wake("c2")
+        await asyncio.wait_for(both, 10)  # woken, not timed out
+        return [after_timeout, during, events.waiting()]
+
+    assert asyncio.run(waits()) == [0, 1, 0]

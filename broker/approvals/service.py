@@ -10,7 +10,6 @@ Await is woken. Await itself only waits and reads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from broker import errors
+from broker.approvals.call_events import CallEvents
 from broker.approvals.stored_calls import (
     APPROVED,
     CANCELLED,
@@ -120,6 +120,7 @@ class Approvals:
         snapshot: Callable[[], Snapshot],
         run_approved: Handler,
         *,
+        events: CallEvents | None = None,
         max_wait_s: float = 60.0,
     ) -> None:
         self.calls = calls
@@ -129,7 +130,7 @@ class Approvals:
         self._trail = trail
         self._run_approved = run_approved  # the pipeline of APPROVED_STAGES
         self._max_wait_s = max_wait_s
-        self._events: dict[str, asyncio.Event] = {}
+        self.events = events if events is not None else CallEvents()
         # approved calls running here: their stored outcome may be in before their final
         # audit record, and nobody is answered before that record is written
         self._running: set[str] = set()
@@ -297,9 +298,7 @@ class Approvals:
 
     async def _finished(self, call_id: str) -> None:
         self._running.discard(call_id)
-        event = self._events.pop(call_id, None)
-        if event is not None:
-            event.set()
+        self.events.wake(call_id)
         record = await self.calls.get(call_id)
         if record is not None:
             self.spawn(self.notifier.decided(record))
@@ -318,9 +317,7 @@ class Approvals:
         if time_left is not None:
             wait = min(wait, max(0.0, time_left))
         if (record.state not in FINAL or call_id in self._running) and wait > 0:
-            event = self._events.setdefault(call_id, asyncio.Event())
-            with contextlib.suppress(TimeoutError):  # still undecided: answered as pending
-                await asyncio.wait_for(event.wait(), wait)
+            await self.events.wait(call_id, wait)  # still undecided: answered as pending
             record = await self._stored(call_id)
         if call_id in self._running:  # its outcome may be stored, its final record is not
             return self.pending_outcome(record, self.snapshot().policies.policies.get(agent))

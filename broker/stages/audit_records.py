@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from broker import errors
+from broker.approvals.call_events import CallEvents
 from broker.audit.trail import AuditTrail, unavailable
 from broker.outcome import digest_of
 from broker.pipeline import Call, Handler, Outcome
@@ -42,14 +43,17 @@ class AuditStage:
     """Appends the final record of every request (who, which key, which tool, the argument
     digest, the decision and reason, the upstream status, the digest and size of the redacted
     result, findings, latency, task, intent, the policy set's hash). ``observe`` feeds the
-    metrics."""
+    metrics; ``events`` wakes whoever Awaits the call, once its record is written."""
 
     needs = frozenset[str]()
     provides = frozenset[str]()
 
-    def __init__(self, trail: AuditTrail, observe: Observer | None = None) -> None:
+    def __init__(
+        self, trail: AuditTrail, observe: Observer | None = None, events: CallEvents | None = None
+    ) -> None:
         self._trail = trail
         self._observe = observe
+        self._events = events
 
     async def __call__(self, call: Call, call_next: Handler) -> Outcome:
         outcome: Outcome | None = None
@@ -65,6 +69,8 @@ class AuditStage:
             await self._trail.record(row, call.call_id, after=call.received)
             if self._observe is not None:
                 self._observe(row)
+            if self._events is not None:
+                self._events.wake(call.call_id)
 
 
 class ReceivedStage:
