@@ -84,7 +84,7 @@ class Priority:
 
     def _watch(self) -> None:
         while True:
-            time.sleep(WATCH_S)
+            time.sleep(WATCH_S)  # the watchdog's period: how soon a starving job is seen
             with self._lock:
                 if not self._working:
                     continue

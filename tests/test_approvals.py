@@ -376,7 +376,7 @@ def test_an_await_that_times_out_leaves_nothing_behind() -> None:
         await events.wait("c1", 0.01)  # nobody woke it
         after_timeout = events.waiting()
         both = asyncio.gather(events.wait("c2", 30), events.wait("c2", 30))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # both waiters registered (one turn of the loop is enough)
         during = events.waiting()
         events.wake("c2")
         await asyncio.wait_for(both, 10)  # woken, not timed out

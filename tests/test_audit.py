@@ -31,7 +31,7 @@ from broker.storage.sqlite_connection import migrate
 from broker.storage.sqlite_schema import MIGRATIONS, audit_database
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace, read_audit
 from tests.trail_helpers import append as _append
-from tests.trail_helpers import opened_trail, prune_at
+from tests.trail_helpers import cli_verify, on_trail, opened_trail, prune_at
 from tests.trail_helpers import verify_at as audit_verify
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
@@ -75,20 +75,6 @@ def traffic(ws: Workspace, upstream: FakeUpstream) -> dict[str, Any]:
     return ids
 
 
-def verify(ws: Workspace, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
-    code = main(["audit", "verify", "--config", str(ws.root / "broker.yaml"), *extra])
-    return code, capsys.readouterr().out
-
-
-def tamper(ws: Workspace, *statements: str) -> None:
-    conn = sqlite3.connect(audit_database(ws.database), isolation_level=None)
-    try:
-        for statement in statements:
-            conn.execute(statement)
-    finally:
-        conn.close()
-
-
 @pytest.fixture
 def trail(ws: Workspace, upstream: FakeUpstream) -> dict[str, Any]:
     return traffic(ws, upstream)
@@ -97,7 +83,7 @@ def trail(ws: Workspace, upstream: FakeUpstream) -> dict[str, Any]:
 def test_an_intact_trail_verifies(
     ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 0, out
     assert out.startswith("ok: ")
     rows = read_audit(ws.database)
@@ -128,8 +114,8 @@ def test_each_tamper_is_named(
     statements: list[str],
     expected: str,
 ) -> None:
-    tamper(ws, *statements)
-    code, out = verify(ws, capsys)
+    on_trail(ws, *statements)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert out.startswith("TAMPERED: ")
     assert expected in out
@@ -145,22 +131,22 @@ def test_a_truncated_tail_is_caught_by_the_checkpoints(
     assert len(kept["public_key"]) == 44
     (ws.root / "kept.json").write_text(json.dumps(kept))
 
-    tamper(ws, f"DELETE FROM audit WHERE seq > {kept['seq'] - 2}")
-    code, out = verify(ws, capsys)
+    on_trail(ws, f"DELETE FROM audit WHERE seq > {kept['seq'] - 2}")
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert f"records {kept['seq'] - 1} to {kept['seq']} are gone" in out
     assert "found in audit.db" in out
 
     # cutting the checkpoints too: broker.db keeps the heads
-    tamper(ws, "DELETE FROM audit_checkpoints")
-    code, out = verify(ws, capsys)
+    on_trail(ws, "DELETE FROM audit_checkpoints")
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert "found in broker.db" in out and "truncated tail" in out
     # and cutting those as well fools both files, not a checkpoint kept elsewhere
     with sqlite3.connect(ws.database) as state:
         state.execute("DELETE FROM audit_heads")
-    assert verify(ws, capsys)[0] == 0
-    code, out = verify(ws, capsys, "--checkpoint", str(ws.root / "kept.json"))
+    assert cli_verify(ws, capsys)[0] == 0
+    code, out = cli_verify(ws, capsys, "--checkpoint", str(ws.root / "kept.json"))
     assert code == 1
     assert "truncated tail" in out and f"found in {ws.root / 'kept.json'}" in out
 
@@ -168,8 +154,8 @@ def test_a_truncated_tail_is_caught_by_the_checkpoints(
 def test_a_forged_checkpoint_is_caught(
     ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tamper(ws, "UPDATE audit_checkpoints SET head_hash = 'ff' || substr(head_hash, 3)")
-    code, out = verify(ws, capsys)
+    on_trail(ws, "UPDATE audit_checkpoints SET head_hash = 'ff' || substr(head_hash, 3)")
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert "bad signature" in out
 
@@ -185,10 +171,10 @@ def test_prune_keeps_a_signed_anchor_so_the_rest_verifies(
     remaining = read_audit(ws.database)
     assert remaining
     assert remaining[0].ts_ms > cut.ts_ms
-    assert verify(ws, capsys)[0] == 0
+    assert cli_verify(ws, capsys)[0] == 0
     first = remaining[0].seq
-    tamper(ws, f"UPDATE audit SET intent = 'x' WHERE seq = {first}")
-    code, out = verify(ws, capsys)
+    on_trail(ws, f"UPDATE audit SET intent = 'x' WHERE seq = {first}")
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert f"record {first} was changed" in out
 
@@ -211,7 +197,7 @@ def test_a_prune_that_cannot_write_says_so_and_removes_nothing(
     assert "cannot prune the audit trail: database is locked" in err
     assert "Traceback" not in err
     assert read_audit(ws.database) == before
-    assert verify(ws, capsys)[0] == 0
+    assert cli_verify(ws, capsys)[0] == 0
 
 
 def test_a_query_where_the_audit_database_is_gone_says_so(
@@ -456,7 +442,7 @@ def test_no_call_runs_while_another_process_holds_the_audit_database_locked(
             holder.close()
         assert client.call("invoices.list", {"supplier": "z"}).state == "DONE"  # recovers
     # the refused batches were rolled back whole: the chain has no gap where they were
-    assert verify(ws, capsys)[0] == 0
+    assert cli_verify(ws, capsys)[0] == 0
 
 
 def test_the_database_log_stays_bounded_and_every_record_stays(tmp_path: Path) -> None:
@@ -584,7 +570,7 @@ def test_a_writer_that_dies_is_replaced_and_no_answer_leaves_unrecorded(
     assert len(answered) > 3, f"{refused} calls refused, the writer never came back"
     recorded = {r.call_id for r in read_audit(ws.database) if r.event == "executed"}
     assert set(answered) <= recorded
-    assert verify(ws, capsys)[0] == 0
+    assert cli_verify(ws, capsys)[0] == 0
 
 
 def test_many_records_at_once_each_in_the_trail_when_its_append_returns(tmp_path: Path) -> None:

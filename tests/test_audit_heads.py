@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from broker.audit.checkpoints import Signer
-from broker.cli import main
 from broker.signing import AgentCredentials
 from broker.storage.audit_ledger import INSERT_CHECKPOINT, checkpoint_values
 from broker.storage.records import AUDIT_COLUMNS, record_hash
 from broker.storage.sqlite_schema import audit_database
 from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace, read_audit
+from tests.trail_helpers import cli_verify, on_state, on_trail
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
 SEQ, INTENT = AUDIT_COLUMNS.index("seq"), AUDIT_COLUMNS.index("intent")
@@ -56,23 +56,6 @@ def serve_calls(
     return len(read_audit(ws.database))
 
 
-def verify(ws: Workspace, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
-    code = main(["audit", "verify", "--config", str(ws.root / "broker.yaml"), *extra])
-    return code, capsys.readouterr().out
-
-
-def on_trail(ws: Workspace, *statements: str) -> None:
-    with sqlite3.connect(audit_database(ws.database), isolation_level=None) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
-def on_state(ws: Workspace, *statements: str) -> None:
-    with sqlite3.connect(ws.database, isolation_level=None) as conn:
-        for statement in statements:
-            conn.execute(statement)
-
-
 def test_an_untouched_trail_verifies_against_every_place_its_head_is_kept(
     ws: Workspace,
     upstream: FakeUpstream,
@@ -82,7 +65,7 @@ def test_an_untouched_trail_verifies_against_every_place_its_head_is_kept(
     records = serve_calls(ws, upstream, witness)
     stop = witness.held[-1]
     assert (stop["kind"], stop["seq"], stop["broker_id"]) == ("stop", records, ws.broker_id)
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 0, out
     assert f"ok: {records} record(s) chained" in out
     assert f"audit.db at record {records}" in out
@@ -98,20 +81,20 @@ def test_a_wiped_trail_is_caught(
 ) -> None:
     records = serve_calls(ws, upstream, witness)
     on_trail(ws, "DELETE FROM audit", "DELETE FROM audit_checkpoints")
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert out.startswith("TAMPERED: the trail was cut: it ends at record 0")
     assert f"at {records} records" in out
 
     # the heads in broker.db gone too: the witness still holds one
     on_state(ws, "DELETE FROM audit_heads")
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert f"found in {witness.url}" in out
 
     # and with no head anywhere, broker.db's calls still say a trail existed
     witness.held.clear()
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert "the audit trail is empty (audit.db), but broker.db records 1 call(s)" in out
 
@@ -126,7 +109,7 @@ def test_a_deleted_trail_file_is_caught(
     audit_database(ws.database).unlink()
     on_state(ws, "DELETE FROM audit_heads")
     witness.held.clear()
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert "the audit trail is missing (audit.db), but broker.db records 1 call(s)" in out
 
@@ -149,12 +132,12 @@ def test_a_trail_replaced_by_a_fresh_brokers_is_caught(
         mine.unlink(missing_ok=True)
         if theirs.exists():
             shutil.copy(theirs, mine)
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert "found in audit.db has a bad signature" in out  # signed by the fresh broker's key
 
     on_trail(ws, "DELETE FROM audit_checkpoints")  # and without its checkpoints
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert "is not the one the stop checkpoint" in out and "found in broker.db" in out
 
@@ -177,7 +160,7 @@ def test_a_tail_cut_after_a_clean_stop_is_caught(
     on_trail(ws, f"DELETE FROM audit WHERE seq > {records - 3}")
     if not keep_checkpoints_in_the_trail:  # the careful attacker removes those too
         on_trail(ws, f"DELETE FROM audit_checkpoints WHERE seq > {records - 3}")
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert f"it ends at record {records - 3}" in out
     assert f"records {records - 2} to {records} are gone" in out
@@ -203,7 +186,7 @@ def test_dropping_the_latest_checkpoint_and_the_records_after_it_is_caught(
         f"DELETE FROM audit WHERE seq > {before}",
         f"DELETE FROM audit_checkpoints WHERE seq > {before}",
     )
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert f"signed it at {latest} records" in out and "found in broker.db" in out
 
@@ -243,12 +226,12 @@ def test_a_forked_chain_re_signed_with_another_key_is_caught(
     on_trail(ws, "DELETE FROM audit_checkpoints")
     with sqlite3.connect(audit_database(ws.database), isolation_level=None) as conn:
         conn.execute(INSERT_CHECKPOINT, checkpoint_values(forged))
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert "found in audit.db has a bad signature" in out
 
     on_trail(ws, "DELETE FROM audit_checkpoints")  # unsigned: the heads kept elsewhere differ
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 1
     assert f"record {records} is not the one the stop checkpoint at record {records}" in out
     assert "found in broker.db" in out and "rewritten or replaced" in out

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import socket
-import sqlite3
 import threading
 import time
 import urllib.request
@@ -18,11 +17,10 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from broker.cli import main
-from broker.storage.sqlite_schema import audit_database
 from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace, read_audit
 from tests.conftest import unavailable
 from tests.servers.minio import MinioServer, minio_program
+from tests.trail_helpers import cli_verify, on_state, on_trail
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
 WAIT_S = 60.0  # generous: a busy machine; the poster's pause grows to 30 s at most
@@ -41,16 +39,8 @@ def reads(ws: Workspace, upstream: FakeUpstream, count: int = 5, **config: Any) 
 def wipe(ws: Workspace) -> None:
     """Every trace of the chain in the data directory: both tables of audit.db, and the
     heads in broker.db."""
-    with sqlite3.connect(audit_database(ws.database), isolation_level=None) as conn:
-        conn.execute("DELETE FROM audit")
-        conn.execute("DELETE FROM audit_checkpoints")
-    with sqlite3.connect(ws.database, isolation_level=None) as conn:
-        conn.execute("DELETE FROM audit_heads")
-
-
-def verify(ws: Workspace, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
-    code = main(["audit", "verify", "--config", str(ws.root / "broker.yaml"), *extra])
-    return code, capsys.readouterr().out
+    on_trail(ws, "DELETE FROM audit", "DELETE FROM audit_checkpoints")
+    on_state(ws, "DELETE FROM audit_heads")
 
 
 def metric(url: str, name: str, witness: str) -> float | None:
@@ -86,14 +76,14 @@ def test_a_witness_that_is_down_holds_no_call_and_gets_its_checkpoints_when_back
             waiting = "toolbroker_audit_witness_waiting"
             until(lambda: metric(broker.http_url, down, witness.url) == 1.0, "down in metrics")
             until(lambda: (metric(broker.http_url, waiting, witness.url) or 0) >= 1, "waiting")
-            code, out = verify(ws, capsys)
+            code, out = cli_verify(ws, capsys)
             assert code == 0, out
             assert f"not compared: {witness.url} answered 503" in out
             assert witness.held == []
 
             witness.down = False
             until(lambda: witness.held, "the witness got the checkpoints once back")
-            code, out = verify(ws, capsys)
+            code, out = cli_verify(ws, capsys)
             assert code == 0, out
             until(lambda: metric(broker.http_url, down, witness.url) == 0.0, "back in metrics")
             until(lambda: metric(broker.http_url, waiting, witness.url) == 0.0, "none waiting")
@@ -109,17 +99,26 @@ def test_verify_names_the_checkpoints_a_witness_does_not_hold(
     with FakeWitness() as witness:
         records = reads(ws, upstream, audit_witnesses=[{"kind": "http", "url": witness.url}])
         witness.held.clear()  # it lost them (or never got them)
-        code, out = verify(ws, capsys)
+        code, out = cli_verify(ws, capsys)
     assert code == 0, out
     assert f"{witness.url} does not hold 1 checkpoint(s) yet: records {records}" in out
 
 
-@pytest.fixture
-def syslog_receiver() -> Iterator[tuple[int, list[bytes]]]:
-    """A UDP syslog receiver on 127.0.0.1: (its port, what it received)."""
+@pytest.fixture(params=["udp", "unix socket"])
+def syslog_receiver(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, list[bytes]]]:
+    """A syslog receiver: over UDP on 127.0.0.1, or on a local datagram socket as journald's
+    ``/dev/log`` is; (the address to configure, what it received)."""
     received: list[bytes] = []
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
+    if request.param == "udp":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{sock.getsockname()[1]}"
+    else:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        address = str(tmp_path / "log")
+        sock.bind(address)
     sock.settimeout(0.2)
     stop = threading.Event()
 
@@ -133,7 +132,7 @@ def syslog_receiver() -> Iterator[tuple[int, list[bytes]]]:
     thread = threading.Thread(target=receive, daemon=True)
     thread.start()
     try:
-        yield sock.getsockname()[1], received
+        yield address, received
     finally:
         stop.set()
         thread.join(5)
@@ -143,12 +142,12 @@ def syslog_receiver() -> Iterator[tuple[int, list[bytes]]]:
 def test_a_syslog_witness_keeps_the_head_and_its_log_catches_a_wiped_trail(
     ws: Workspace,
     upstream: FakeUpstream,
-    syslog_receiver: tuple[int, list[bytes]],
+    syslog_receiver: tuple[str, list[bytes]],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    port, received = syslog_receiver
-    witnesses = [{"kind": "syslog", "address": f"127.0.0.1:{port}", "facility": "local0"}]
+    address, received = syslog_receiver
+    witnesses = [{"kind": "syslog", "address": address, "facility": "local0"}]
     records = reads(ws, upstream, audit_witnesses=witnesses)
     until(lambda: received, "a syslog line arrived")
     line = received[-1].decode()
@@ -158,9 +157,9 @@ def test_a_syslog_witness_keeps_the_head_and_its_log_catches_a_wiped_trail(
     kept = tmp_path / "syslog.log"
     kept.write_text("".join(f"Dec  5 07:00:00 host {m.decode()}\n" for m in received))
     wipe(ws)
-    code, out = verify(ws, capsys)
+    code, out = cli_verify(ws, capsys)
     assert code == 0  # with every trace in the data directory gone, only the log knows
-    code, out = verify(ws, capsys, "--witness", str(kept))
+    code, out = cli_verify(ws, capsys, "--witness", str(kept))
     assert code == 1
     assert f"found in {kept}" in out and f"at {records} records" in out
 
@@ -199,7 +198,7 @@ def test_an_s3_witness_keeps_each_head_under_object_lock(
         s3.delete_object(Bucket="audit-heads", Key=stop["Key"], VersionId=stop["VersionId"])
 
     wipe(ws)
-    code, out = verify(ws, capsys)  # the configured witness is read back
+    code, out = cli_verify(ws, capsys)  # the configured witness is read back
     assert code == 1
     assert f"found in s3://audit-heads/toolbroker/{ws.broker_id}/" in out
     assert f"at {records} records" in out

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.audit.checkpoints import Signer
 from broker.audit.pipe import AuditPipe, WriterOptions
 from broker.audit.trail import AuditTrail
 from broker.audit.verification import Checkpoint, Held, Verdict, prune, verify
+from broker.cli import main
 from broker.storage.records import AuditQuery, AuditRow
 from broker.storage.sqlite_audit import SqliteAuditReader
 from broker.storage.sqlite_schema import audit_database
 from broker.storage.sqlite_state import SqliteState
+from broker.testing import Workspace
 
 
 @contextlib.asynccontextmanager
@@ -89,3 +93,28 @@ def prune_at(path: Path, before_ms: int, signer: Signer) -> tuple[int, Checkpoin
             await reader.close()
 
     return asyncio.run(cut())
+
+
+def cli_verify(ws: Workspace, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    """``broker audit verify --config`` of a workspace's broker: (exit status, what it printed)."""
+    code = main(["audit", "verify", "--config", str(ws.root / "broker.yaml"), *extra])
+    return code, capsys.readouterr().out
+
+
+def on_trail(ws: Workspace, *statements: str) -> None:
+    """Run SQL on a workspace's audit.db, as someone with write access to the data dir would."""
+    _run_sql(audit_database(ws.database), statements)
+
+
+def on_state(ws: Workspace, *statements: str) -> None:
+    """Run SQL on a workspace's broker.db, likewise."""
+    _run_sql(ws.database, statements)
+
+
+def _run_sql(path: Path, statements: tuple[str, ...]) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+    finally:
+        conn.close()

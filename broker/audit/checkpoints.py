@@ -94,6 +94,18 @@ class Checkpoint:
             row.seq, row.head_hash, row.ts_ms, row.kind, row.key_id, row.signature, row.broker_id
         )
 
+    def row(self) -> CheckpointRow:
+        """The checkpoint as storage keeps it."""
+        return CheckpointRow(
+            self.seq,
+            self.head_hash,
+            self.ts_ms,
+            self.kind,
+            self.key_id,
+            self.signature,
+            self.broker_id,
+        )
+
     @classmethod
     def from_json(cls, data: Any) -> Checkpoint:
         """A checkpoint as published (``to_json``); ValueError naming what is wrong."""

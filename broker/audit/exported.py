@@ -115,10 +115,7 @@ class ExportedTrail:
 
     async def checkpoints(self) -> list[CheckpointRow]:
         """The checkpoints the export carries."""
-        return [
-            CheckpointRow(m.seq, m.head_hash, m.ts_ms, m.kind, m.key_id, m.signature, m.broker_id)
-            for m in self._marks
-        ]
+        return [mark.row() for mark in self._marks]
 
 
 class NoTrail:

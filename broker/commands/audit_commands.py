@@ -13,7 +13,6 @@ import json
 import re
 import sys
 import time
-from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from broker.commands.storage_access import with_audit, with_state
 from broker.errors import ConfigError
 from broker.settings import load_settings
 from broker.storage.interfaces import AuditReader
-from broker.storage.records import AuditQuery, AuditRow, CheckpointRow
+from broker.storage.records import AuditQuery, AuditRow
 from broker.units import parse_duration
 
 _FILTERS = {
@@ -261,8 +260,7 @@ def _prune(args: argparse.Namespace) -> int:
     if anchor is None:
         print("nothing older than that", file=sys.stderr)
         return 0
-    row = CheckpointRow(*astuple(anchor))
-    with_state(settings, lambda state: state.heads.add(row))  # the cut is signed there too
+    with_state(settings, lambda state: state.heads.add(anchor.row()))  # the cut kept there too
     print(
         f"removed {removed} record(s); signed anchor at record {anchor.seq} "
         f"(head {anchor.head_hash[:16]}): what remains still verifies",
