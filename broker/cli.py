@@ -24,7 +24,9 @@ import uvloop
 
 from broker import errors
 from broker.client import ApprovalPending, BrokerClient, ToolError, pretty
+from broker.commands.agent_access import agent_credentials, broker_address
 from broker.commands.audit_commands import add_audit_commands
+from broker.commands.mcp_command import add_mcp_command
 from broker.commands.operator_commands import add_admin_commands
 from broker.commands.policy_commands import add_policy_commands
 from broker.commands.report_commands import add_report_commands
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(commands)
     add_audit_commands(commands)
     add_report_commands(commands)
+    add_mcp_command(commands)
     return parser
 
 
@@ -112,22 +115,11 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> BrokerClient:
-    target, broker_id = "127.0.0.1:50051", "broker.local"
-    if args.config:
-        settings = load_settings(args.config)
-        target, broker_id = settings.listen, settings.broker_id
-    try:
-        credentials = AgentCredentials.load(args.key)
-    except ValueError as exc:
-        raise errors.ConfigError(str(args.key), str(exc).split(": ", 1)[-1]) from None
-    if credentials.agent != args.agent:
-        raise errors.ConfigError(
-            str(args.key), f"this key belongs to agent '{credentials.agent}', not '{args.agent}'"
-        )
+    target, broker_id = broker_address(args.config, args.target, args.broker_id)
     return BrokerClient(
-        args.target or target,
-        credentials,
-        broker_id=args.broker_id or broker_id,
+        target,
+        agent_credentials(args.key, args.agent),
+        broker_id=broker_id,
         timeout=args.timeout,
     )
 

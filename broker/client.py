@@ -85,9 +85,16 @@ class ApprovalPending(Exception):
 class _Signer:
     """Builds and signs the envelope for each RPC."""
 
-    def __init__(self, credentials: AgentCredentials, broker_id: str) -> None:
+    def __init__(self, credentials: AgentCredentials, broker_id: str, front: str = "") -> None:
         self.credentials = credentials
         self.broker_id = broker_id
+        self.front = front  # set by a front signing for the agent (the MCP front): audited
+
+    def envelope(self) -> pb.Envelope:
+        """A fresh envelope for this agent and broker; set its body before signing."""
+        envelope = self.credentials.envelope(self.broker_id)
+        envelope.front = self.front
+        return envelope
 
     def call(
         self,
@@ -104,7 +111,7 @@ class _Signer:
             text = arguments
         else:
             text = jsonexact.dumps(dict(arguments))
-        envelope = self.credentials.envelope(self.broker_id)
+        envelope = self.envelope()
         envelope.call.CopyFrom(
             pb.CallRequest(
                 tool=tool,
@@ -117,12 +124,12 @@ class _Signer:
         return self.credentials.sign(envelope)
 
     def list_tools(self) -> pb.SignedRequest:
-        envelope = self.credentials.envelope(self.broker_id)
+        envelope = self.envelope()
         envelope.list_tools.SetInParent()
         return self.credentials.sign(envelope)
 
     def await_call(self, call_id: str, wait_ms: int) -> pb.SignedRequest:
-        envelope = self.credentials.envelope(self.broker_id)
+        envelope = self.envelope()
         getattr(envelope, "await").CopyFrom(pb.AwaitRequest(call_id=call_id, wait_ms=wait_ms))
         return self.credentials.sign(envelope)
 
@@ -157,8 +164,10 @@ class _Session:
     conversation (the requests to send and what their answers mean). The blocking client
     drives a conversation with blocking sends, the asyncio client with awaited ones."""
 
-    def __init__(self, credentials: AgentCredentials, broker_id: str, timeout: float) -> None:
-        self.signer = _Signer(credentials, broker_id)
+    def __init__(
+        self, credentials: AgentCredentials, broker_id: str, timeout: float, front: str = ""
+    ) -> None:
+        self.signer = _Signer(credentials, broker_id, front)
         self.timeout = timeout
 
     @staticmethod
@@ -220,8 +229,9 @@ class BrokerClient:
         *,
         broker_id: str,
         timeout: float = 30.0,
+        front: str = "",
     ) -> None:
-        self._session = _Session(credentials, broker_id, timeout)
+        self._session = _Session(credentials, broker_id, timeout, front)
         self.signer = self._session.signer
         self.timeout = timeout
         self._channel = grpc.insecure_channel(target)
@@ -305,8 +315,9 @@ class AsyncBrokerClient:
         *,
         broker_id: str,
         timeout: float = 30.0,
+        front: str = "",
     ) -> None:
-        self._session = _Session(credentials, broker_id, timeout)
+        self._session = _Session(credentials, broker_id, timeout, front)
         self.signer = self._session.signer
         self.timeout = timeout
         self._channel = aio.insecure_channel(target)

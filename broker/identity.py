@@ -35,6 +35,7 @@ __all__ = [  # AgentCredentials and now_ms live in broker.signing; named here fo
 
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{22,128}={0,2}$")
 MAX_PAYLOAD_BYTES = 1024 * 1024
+FRONT_NAME = r"[a-z0-9_-]{1,32}"  # who signed for the agent (Envelope.front), e.g. mcp
 
 
 @dataclass(frozen=True)
@@ -192,4 +193,8 @@ def _parse(payload: bytes) -> pb.Envelope:
         ) from None
     if not envelope.agent:
         raise errors.MalformedEnvelope("the envelope names no agent")
+    if envelope.front and not re.fullmatch(FRONT_NAME, envelope.front):
+        raise errors.MalformedEnvelope(
+            "the envelope's front must be lower-case letters, digits, _ or - (at most 32)"
+        )
     return envelope

@@ -140,6 +140,16 @@ class Action(BaseModel):
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON Schema (2020-12) of the arguments object.",
     )
+    # What a write does, for agents and the people approving (MCP's tool annotations). The
+    # defaults assume the worst: a write may destroy, and repeating it does it again.
+    destructive: bool | None = Field(
+        None, description="A write that may delete or overwrite (default true); writes only."
+    )
+    idempotent: bool | None = Field(
+        None,
+        description="A write that, repeated with the same arguments, changes nothing more "
+        "(default false); writes only.",
+    )
 
     @field_validator("arguments")
     @classmethod
@@ -152,10 +162,26 @@ class Action(BaseModel):
             raise ValueError("the arguments schema must have type: object")
         return value
 
+    @model_validator(mode="after")
+    def _write_hints_on_writes(self) -> Action:
+        if self.effect == "read" and (self.destructive is not None or self.idempotent is not None):
+            raise ValueError("destructive and idempotent describe writes; a read has neither")
+        return self
+
     @property
     def is_write(self) -> bool:
         """True when the action changes something upstream."""
         return self.effect == "write"
+
+    @property
+    def is_destructive(self) -> bool:
+        """A write that may delete or overwrite (unless the manifest says it only adds)."""
+        return self.is_write and self.destructive is not False
+
+    @property
+    def is_idempotent(self) -> bool:
+        """A read, or a write the manifest calls idempotent."""
+        return not self.is_write or self.idempotent is True
 
     def _require(self, names: list[str], where: str) -> None:
         required = set(self.arguments.get("required", []))

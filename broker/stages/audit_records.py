@@ -128,6 +128,8 @@ def audit_row(
     else:
         decision, reason, detail = _decision(outcome, failure)
         event = _event(call, outcome, failure)
+    if call.has("verified") and call.verified.envelope.front:
+        detail["front"] = call.verified.envelope.front  # who signed for the agent (mcp)
     if call.credentials:  # names and fingerprints, never values
         detail["credentials"] = [
             {"slot": c.slot, "secret": c.secret.name, "fingerprint": c.secret.fingerprint}

@@ -22,6 +22,9 @@ class ListToolsStage:
                 arguments_schema_json=json.dumps(action.validator.schema, sort_keys=True),
                 write=action.is_write,
                 needs_approval=_may_need_approval(action.is_write, ref.grant.approval),
+                destructive=action.spec.is_destructive,
+                idempotent=action.spec.is_idempotent,
+                open_world=action.tool.kind == "http",
             )
             for action, ref in call.snapshot.policies.granted_actions(call.verified.agent)
         ]

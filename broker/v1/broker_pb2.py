@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/broker.proto\x12\tbroker.v1\"C\n\rSignedRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xd2\x03\n\x08\x45nvelope\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x14\n\x0cissued_at_ms\x18\x04 \x01(\x03\x12&\n\x04\x63\x61ll\x18\n \x01(\x0b\x32\x16.broker.v1.CallRequestH\x00\x12(\n\x05\x61wait\x18\x0b \x01(\x0b\x32\x17.broker.v1.AwaitRequestH\x00\x12\x31\n\nlist_tools\x18\x0c \x01(\x0b\x32\x1b.broker.v1.ListToolsRequestH\x00\x12*\n\x06\x66reeze\x18\x14 \x01(\x0b\x32\x18.broker.v1.FreezeRequestH\x00\x12.\n\x08unfreeze\x18\x15 \x01(\x0b\x32\x1a.broker.v1.UnfreezeRequestH\x00\x12\x39\n\x0elist_approvals\x18\x16 \x01(\x0b\x32\x1f.broker.v1.ListApprovalsRequestH\x00\x12*\n\x06\x64\x65\x63ide\x18\x17 \x01(\x0b\x32\x18.broker.v1.DecideRequestH\x00\x12\x30\n\treconcile\x18\x18 \x01(\x0b\x32\x1b.broker.v1.ReconcileRequestH\x00\x42\x06\n\x04\x62ody\"m\n\x0b\x43\x61llRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x0e\n\x06intent\x18\x05 \x01(\t\"0\n\x0c\x41waitRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\x12\n\x10ListToolsRequest\"\xcc\x02\n\nCallResult\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.broker.v1.CallResult.State\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12$\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x12.broker.v1.Finding\x12\x17\n\x0fupstream_status\x18\x05 \x01(\x05\x12\x15\n\rapproval_note\x18\x06 \x01(\t\x12\x16\n\x0e\x65scalate_at_ms\x18\x07 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x08 \x01(\x03\x12\x17\n\x0funtrusted_paths\x18\t \x03(\t\"N\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x44ONE\x10\x01\x12\x14\n\x10PENDING_APPROVAL\x10\x02\x12\x0e\n\nTOOL_ERROR\x10\x03\"5\n\x07\x46inding\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\".\n\x08ToolList\x12\"\n\x05tools\x18\x01 \x03(\x0b\x32\x13.broker.v1.ToolInfo\"s\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1d\n\x15\x61rguments_schema_json\x18\x03 \x01(\t\x12\r\n\x05write\x18\x04 \x01(\x08\x12\x16\n\x0eneeds_approval\x18\x05 \x01(\x08\";\n\rFreezeRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x0fUnfreezeRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x14ListApprovalsRequest\x12\x17\n\x0finclude_decided\x18\x01 \x01(\x08\"A\n\rDecideRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"1\n\x10ReconcileRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"\x1e\n\x0b\x41\x64minResult\x12\x0f\n\x07message\x18\x01 \x01(\t\"5\n\x0c\x41pprovalList\x12%\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x16.broker.v1.PendingCall\"\x8d\x02\n\x0bPendingCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x0e\n\x06intent\x18\x05 \x01(\t\x12\x0f\n\x07task_id\x18\x06 \x01(\t\x12\x0b\n\x03why\x18\x07 \x01(\t\x12\x12\n\ncreated_ms\x18\x08 \x01(\x03\x12\x16\n\x0e\x65scalate_at_ms\x18\t \x01(\x03\x12\x15\n\rexpires_at_ms\x18\n \x01(\x03\x12\r\n\x05state\x18\x0b \x01(\t\x12\x12\n\ndecided_by\x18\x0c \x01(\t\x12$\n\x08\x66indings\x18\r \x03(\x0b\x32\x12.broker.v1.Finding2\xbb\x01\n\nToolBroker\x12\x37\n\x04\x43\x61ll\x12\x18.broker.v1.SignedRequest\x1a\x15.broker.v1.CallResult\x12\x38\n\x05\x41wait\x12\x18.broker.v1.SignedRequest\x1a\x15.broker.v1.CallResult\x12:\n\tListTools\x12\x18.broker.v1.SignedRequest\x1a\x13.broker.v1.ToolList2\xc0\x02\n\x05\x41\x64min\x12:\n\x06\x46reeze\x12\x18.broker.v1.SignedRequest\x1a\x16.broker.v1.AdminResult\x12<\n\x08Unfreeze\x12\x18.broker.v1.SignedRequest\x1a\x16.broker.v1.AdminResult\x12\x42\n\rListApprovals\x12\x18.broker.v1.SignedRequest\x1a\x17.broker.v1.ApprovalList\x12:\n\x06\x44\x65\x63ide\x12\x18.broker.v1.SignedRequest\x1a\x16.broker.v1.AdminResult\x12=\n\tReconcile\x12\x18.broker.v1.SignedRequest\x1a\x16.broker.v1.AdminResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x62roker/v1/broker.proto\x12\tbroker.v1\"C\n\rSignedRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xe1\x03\n\x08\x45nvelope\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x14\n\x0cissued_at_ms\x18\x04 \x01(\x03\x12\r\n\x05\x66ront\x18\x05 \x01(\t\x12&\n\x04\x63\x61ll\x18\n \x01(\x0b\x32\x16.broker.v1.CallRequestH\x00\x12(\n\x05\x61wait\x18\x0b \x01(\x0b\x32\x17.broker.v1.AwaitRequestH\x00\x12\x31\n\nlist_tools\x18\x0c \x01(\x0b\x32\x1b.broker.v1.ListToolsRequestH\x00\x12*\n\x06\x66reeze\x18\x14 \x01(\x0b\x32\x18.broker.v1.FreezeRequestH\x00\x12.\n\x08unfreeze\x18\x15 \x01(\x0b\x32\x1a.broker.v1.UnfreezeRequestH\x00\x12\x39\n\x0elist_approvals\x18\x16 \x01(\x0b\x32\x1f.broker.v1.ListApprovalsRequestH\x00\x12*\n\x06\x64\x65\x63ide\x18\x17 \x01(\x0b\x32\x18.broker.v1.DecideRequestH\x00\x12\x30\n\treconcile\x18\x18 \x01(\x0b\x32\x1b.broker.v1.ReconcileRequestH\x00\x42\x06\n\x04\x62ody\"m\n\x0b\x43\x61llRequest\x12\x0c\n\x04tool\x18\x01 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x0e\n\x06intent\x18\x05 \x01(\t\"0\n\x0c\x41waitRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"\x12\n\x10ListToolsRequest\"\xcc\x02\n\nCallResult\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.broker.v1.CallResult.State\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12$\n\x08\x66indings\x18\x04 \x03(\x0b\x32\x12.broker.v1.Finding\x12\x17\n\x0fupstream_status\x18\x05 \x01(\x05\x12\x15\n\rapproval_note\x18\x06 \x01(\t\x12\x16\n\x0e\x65scalate_at_ms\x18\x07 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x08 \x01(\x03\x12\x17\n\x0funtrusted_paths\x18\t \x03(\t\"N\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x08\n\x04\x44ONE\x10\x01\x12\x14\n\x10PENDING_APPROVAL\x10\x02\x12\x0e\n\nTOOL_ERROR\x10\x03\"5\n\x07\x46inding\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\".\n\x08ToolList\x12\"\n\x05tools\x18\x01 \x03(\x0b\x32\x13.broker.v1.ToolInfo\"\xb0\x01\n\x08ToolInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1d\n\x15\x61rguments_schema_json\x18\x03 \x01(\t\x12\r\n\x05write\x18\x04 \x01(\x08\x12\x16\n\x0eneeds_approval\x18\x05 \x01(\x08\x12\x13\n\x0b\x64\x65structive\x18\x06 \x01(\x08\x12\x12\n\nidempotent\x18\x07 \x01(\x08\x12\x12\n\nopen_world\x18\x08 \x01(\x08\";\n\rFreezeRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x0fUnfreezeRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"/\n\x14ListApprovalsRequest\x12\x17\n\x0finclude_decided\x18\x01 \x01(\x08\"A\n\rDecideRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"1\n\x10ReconcileRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\"\x1e\n\x0b\x41\x64minResult\x12\x0f\n\x07message\x18\x01 \x01(\t\"5\n\x0c\x41pprovalList\x12%\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x16.broker.v1.PendingCall\"\x8d\x02\n\x0bPendingCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12\x0c\n\x04tool\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12\x0e\n\x06intent\x18\x05 \x01(\t\x12\x0f\n\x07task_id\x18\x06 \x01(\t\x12\x0b\n\x03why\x18\x07 \x01(\t\x12\x12\n\ncreated_ms\x18\x08 \x01(\x03\x12\x16\n\x0e\x65scalate_at_ms\x18\t \x01(\x03\x12\x15\n\rexpires_at_ms\x18\n \x01(\x03\x12\r\n\x05state\x18\x0b \x01(\t\x12\x12\n\ndecided_by\x18\x0c \x01(\t\x12$\n\x08\x66indings\x18\r \x03(\x0b\x32\x12.broker.v1.Finding2\xbb\x01\n\nToolBroker\x12\x37\n\x04\x43\x61ll\x12\x18.broker.v1.SignedRequest\x1a\x15.broker.v1.CallResult\x12\x38\n\x05\x41wait\x12\x18.broker.v1.SignedRequest\x1a\x15.broker.v1.CallResult\x12:\n\tListTools\x12\x18.broker.v1.SignedRequest\x1a\x13.broker.v1.ToolList2\xc0\x02\n\x05\x41\x64min\x12:\n\x06\x46reeze\x12\x18.broker.v1.SignedRequest\x1a\x16.broker.v1.AdminResult\x12<\n\x08Unfreeze\x12\x18.broker.v1.SignedRequest\x1a\x16.broker.v1.AdminResult\x12\x42\n\rListApprovals\x12\x18.broker.v1.SignedRequest\x1a\x17.broker.v1.ApprovalList\x12:\n\x06\x44\x65\x63ide\x12\x18.broker.v1.SignedRequest\x1a\x16.broker.v1.AdminResult\x12=\n\tReconcile\x12\x18.broker.v1.SignedRequest\x1a\x16.broker.v1.AdminResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,41 +34,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNEDREQUEST']._serialized_start=37
   _globals['_SIGNEDREQUEST']._serialized_end=104
   _globals['_ENVELOPE']._serialized_start=107
-  _globals['_ENVELOPE']._serialized_end=573
-  _globals['_CALLREQUEST']._serialized_start=575
-  _globals['_CALLREQUEST']._serialized_end=684
-  _globals['_AWAITREQUEST']._serialized_start=686
-  _globals['_AWAITREQUEST']._serialized_end=734
-  _globals['_LISTTOOLSREQUEST']._serialized_start=736
-  _globals['_LISTTOOLSREQUEST']._serialized_end=754
-  _globals['_CALLRESULT']._serialized_start=757
-  _globals['_CALLRESULT']._serialized_end=1089
-  _globals['_CALLRESULT_STATE']._serialized_start=1011
-  _globals['_CALLRESULT_STATE']._serialized_end=1089
-  _globals['_FINDING']._serialized_start=1091
-  _globals['_FINDING']._serialized_end=1144
-  _globals['_TOOLLIST']._serialized_start=1146
-  _globals['_TOOLLIST']._serialized_end=1192
-  _globals['_TOOLINFO']._serialized_start=1194
-  _globals['_TOOLINFO']._serialized_end=1309
-  _globals['_FREEZEREQUEST']._serialized_start=1311
-  _globals['_FREEZEREQUEST']._serialized_end=1370
-  _globals['_UNFREEZEREQUEST']._serialized_start=1372
-  _globals['_UNFREEZEREQUEST']._serialized_end=1433
-  _globals['_LISTAPPROVALSREQUEST']._serialized_start=1435
-  _globals['_LISTAPPROVALSREQUEST']._serialized_end=1482
-  _globals['_DECIDEREQUEST']._serialized_start=1484
-  _globals['_DECIDEREQUEST']._serialized_end=1549
-  _globals['_RECONCILEREQUEST']._serialized_start=1551
-  _globals['_RECONCILEREQUEST']._serialized_end=1600
-  _globals['_ADMINRESULT']._serialized_start=1602
-  _globals['_ADMINRESULT']._serialized_end=1632
-  _globals['_APPROVALLIST']._serialized_start=1634
-  _globals['_APPROVALLIST']._serialized_end=1687
-  _globals['_PENDINGCALL']._serialized_start=1690
-  _globals['_PENDINGCALL']._serialized_end=1959
-  _globals['_TOOLBROKER']._serialized_start=1962
-  _globals['_TOOLBROKER']._serialized_end=2149
-  _globals['_ADMIN']._serialized_start=2152
-  _globals['_ADMIN']._serialized_end=2472
+  _globals['_ENVELOPE']._serialized_end=588
+  _globals['_CALLREQUEST']._serialized_start=590
+  _globals['_CALLREQUEST']._serialized_end=699
+  _globals['_AWAITREQUEST']._serialized_start=701
+  _globals['_AWAITREQUEST']._serialized_end=749
+  _globals['_LISTTOOLSREQUEST']._serialized_start=751
+  _globals['_LISTTOOLSREQUEST']._serialized_end=769
+  _globals['_CALLRESULT']._serialized_start=772
+  _globals['_CALLRESULT']._serialized_end=1104
+  _globals['_CALLRESULT_STATE']._serialized_start=1026
+  _globals['_CALLRESULT_STATE']._serialized_end=1104
+  _globals['_FINDING']._serialized_start=1106
+  _globals['_FINDING']._serialized_end=1159
+  _globals['_TOOLLIST']._serialized_start=1161
+  _globals['_TOOLLIST']._serialized_end=1207
+  _globals['_TOOLINFO']._serialized_start=1210
+  _globals['_TOOLINFO']._serialized_end=1386
+  _globals['_FREEZEREQUEST']._serialized_start=1388
+  _globals['_FREEZEREQUEST']._serialized_end=1447
+  _globals['_UNFREEZEREQUEST']._serialized_start=1449
+  _globals['_UNFREEZEREQUEST']._serialized_end=1510
+  _globals['_LISTAPPROVALSREQUEST']._serialized_start=1512
+  _globals['_LISTAPPROVALSREQUEST']._serialized_end=1559
+  _globals['_DECIDEREQUEST']._serialized_start=1561
+  _globals['_DECIDEREQUEST']._serialized_end=1626
+  _globals['_RECONCILEREQUEST']._serialized_start=1628
+  _globals['_RECONCILEREQUEST']._serialized_end=1677
+  _globals['_ADMINRESULT']._serialized_start=1679
+  _globals['_ADMINRESULT']._serialized_end=1709
+  _globals['_APPROVALLIST']._serialized_start=1711
+  _globals['_APPROVALLIST']._serialized_end=1764
+  _globals['_PENDINGCALL']._serialized_start=1767
+  _globals['_PENDINGCALL']._serialized_end=2036
+  _globals['_TOOLBROKER']._serialized_start=2039
+  _globals['_TOOLBROKER']._serialized_end=2226
+  _globals['_ADMIN']._serialized_start=2229
+  _globals['_ADMIN']._serialized_end=2549
 # @@protoc_insertion_point(module_scope)

@@ -18,11 +18,12 @@ class SignedRequest(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("agent", "audience", "nonce", "issued_at_ms", "call", "list_tools", "freeze", "unfreeze", "list_approvals", "decide", "reconcile")
+    __slots__ = ("agent", "audience", "nonce", "issued_at_ms", "front", "call", "list_tools", "freeze", "unfreeze", "list_approvals", "decide", "reconcile")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    FRONT_FIELD_NUMBER: _ClassVar[int]
     CALL_FIELD_NUMBER: _ClassVar[int]
     AWAIT_FIELD_NUMBER: _ClassVar[int]
     LIST_TOOLS_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +36,7 @@ class Envelope(_message.Message):
     audience: str
     nonce: str
     issued_at_ms: int
+    front: str
     call: CallRequest
     list_tools: ListToolsRequest
     freeze: FreezeRequest
@@ -42,7 +44,7 @@ class Envelope(_message.Message):
     list_approvals: ListApprovalsRequest
     decide: DecideRequest
     reconcile: ReconcileRequest
-    def __init__(self, agent: _Optional[str] = ..., audience: _Optional[str] = ..., nonce: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., call: _Optional[_Union[CallRequest, _Mapping]] = ..., list_tools: _Optional[_Union[ListToolsRequest, _Mapping]] = ..., freeze: _Optional[_Union[FreezeRequest, _Mapping]] = ..., unfreeze: _Optional[_Union[UnfreezeRequest, _Mapping]] = ..., list_approvals: _Optional[_Union[ListApprovalsRequest, _Mapping]] = ..., decide: _Optional[_Union[DecideRequest, _Mapping]] = ..., reconcile: _Optional[_Union[ReconcileRequest, _Mapping]] = ..., **kwargs) -> None: ...
+    def __init__(self, agent: _Optional[str] = ..., audience: _Optional[str] = ..., nonce: _Optional[str] = ..., issued_at_ms: _Optional[int] = ..., front: _Optional[str] = ..., call: _Optional[_Union[CallRequest, _Mapping]] = ..., list_tools: _Optional[_Union[ListToolsRequest, _Mapping]] = ..., freeze: _Optional[_Union[FreezeRequest, _Mapping]] = ..., unfreeze: _Optional[_Union[UnfreezeRequest, _Mapping]] = ..., list_approvals: _Optional[_Union[ListApprovalsRequest, _Mapping]] = ..., decide: _Optional[_Union[DecideRequest, _Mapping]] = ..., reconcile: _Optional[_Union[ReconcileRequest, _Mapping]] = ..., **kwargs) -> None: ...
 
 class CallRequest(_message.Message):
     __slots__ = ("tool", "arguments_json", "idempotency_key", "task_id", "intent")
@@ -119,18 +121,24 @@ class ToolList(_message.Message):
     def __init__(self, tools: _Optional[_Iterable[_Union[ToolInfo, _Mapping]]] = ...) -> None: ...
 
 class ToolInfo(_message.Message):
-    __slots__ = ("name", "description", "arguments_schema_json", "write", "needs_approval")
+    __slots__ = ("name", "description", "arguments_schema_json", "write", "needs_approval", "destructive", "idempotent", "open_world")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
     NEEDS_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    DESTRUCTIVE_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
+    OPEN_WORLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     arguments_schema_json: str
     write: bool
     needs_approval: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., arguments_schema_json: _Optional[str] = ..., write: _Optional[bool] = ..., needs_approval: _Optional[bool] = ...) -> None: ...
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., arguments_schema_json: _Optional[str] = ..., write: _Optional[bool] = ..., needs_approval: _Optional[bool] = ..., destructive: _Optional[bool] = ..., idempotent: _Optional[bool] = ..., open_world: _Optional[bool] = ...) -> None: ...
 
 class FreezeRequest(_message.Message):
     __slots__ = ("agent", "all", "reason")
