@@ -110,7 +110,9 @@ def http_front(
 def http_client(url: str, token: str | None, **client: Any) -> Client:
     """An MCP client over streamable HTTP sending ``token`` as its bearer token."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    transport = streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers))
+    # the timeouts the SDK gives its own client: 30 s, 300 s to read a stream
+    session = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0))
+    transport = streamable_http_client(url, http_client=session)
     return Client(transport, **client)
 
 
