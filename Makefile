@@ -73,6 +73,7 @@ bench: install
 	$(PY) -m tests.bench.bench_imports --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_provenance --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_witnesses --write BENCHMARKS.md
+	$(PY) -m tests.bench.bench_mcp --write BENCHMARKS.md
 
 lint: install
 	$(VENV)/bin/ruff check broker tests examples

@@ -4,7 +4,7 @@ The front holds no policy. ``tools/list`` is the broker's ``ListTools`` for the 
 ``tools/call`` is the broker's ``Call`` signed with the agent's key (``front: mcp`` in the
 envelope, which the audit records), so every check a gRPC call goes through runs, in the
 broker, once. What the front adds is what MCP clients lack: an idempotency key when the client
-sent none, a bounded wait for a human, and results shaped for MCP (``results``).
+sent none, a bounded wait for a human, and results shaped for MCP (``tool_results``).
 
 A write's idempotency key, when the request's ``_meta`` has no ``toolbroker/idempotency_key``,
 is derived from the agent, the task, the tool and the canonical arguments: a client that sends
@@ -35,7 +35,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from broker import errors, jsonexact
 from broker.client import ApprovalPending, AsyncBrokerClient, ToolError
-from broker.mcp_front import results
+from broker.mcp_front import tool_results
 from broker.mcp_front.names import ToolNames
 from broker.v1 import broker_pb2 as pb
 
@@ -164,22 +164,22 @@ class McpFront:
         except ApprovalPending as waiting:
             return await self._wait(ctx, link, waiting)
         except ToolError as failed:
-            return results.tool_failed(failed.result)
+            return tool_results.tool_failed(failed.result)
         except errors.UnknownTool as exc:
             message = f"Unknown tool: {params.name}: {exc.message}"
             raise MCPError(types.INVALID_PARAMS, message) from None
         except errors.BrokerError as exc:
             if isinstance(exc, errors.ToolNotGranted):
                 await self.check_listing(link)  # the client's list may be stale: say so
-            return results.refused(exc)
-        return results.done(result)
+            return tool_results.refused(exc)
+        return tool_results.done(result)
 
     async def _status(
         self, ctx: ServerRequestContext[Any, Any], link: AgentLink, arguments: dict[str, Any]
     ) -> types.CallToolResult:
         call_id = arguments.get("call_id")
         if not isinstance(call_id, str) or not 0 < len(call_id) <= 128:
-            return results.refused(
+            return tool_results.refused(
                 errors.InvalidArguments(
                     f'{STATUS_TOOL} takes {{"call_id": "..."}}: the call_id of a '
                     "pending_approval result"
@@ -204,7 +204,7 @@ class McpFront:
         while True:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0 and waiting.expires_at_ms:
-                return results.pending(waiting, STATUS_TOOL)
+                return tool_results.pending(waiting, STATUS_TOOL)
             if report:
                 progress = await _progress(ctx, progress, started, self.approval_wait_s, waiting)
             report = True
@@ -216,10 +216,10 @@ class McpFront:
                 waiting = again
                 continue
             except ToolError as failed:
-                return results.tool_failed(failed.result)
+                return tool_results.tool_failed(failed.result)
             except errors.BrokerError as exc:
-                return results.refused(exc)
-            return results.done(result)
+                return tool_results.refused(exc)
+            return tool_results.done(result)
 
     async def _broker_name(self, link: AgentLink, shown: str) -> str:
         name = link.names.broker_name(shown)
