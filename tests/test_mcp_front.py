@@ -354,23 +354,34 @@ def test_the_audit_of_an_mcp_call_differs_from_a_grpc_call_only_by_its_front(
         assert mcp_row == grpc_row
 
 
+@pytest.mark.parametrize("protocol", ["legacy", "2026-07-28"])
 def test_a_policy_change_shows_in_the_list_and_is_announced(
-    ws: Workspace, desk: AgentCredentials, running: RunningBroker
+    protocol: str, ws: Workspace, desk: AgentCredentials, running: RunningBroker
 ) -> None:
+    """Handshake-era clients hear of it on their connection, 2026 ones on their listen
+    stream."""
     changed = anyio.Event()
 
     async def on_message(message: Any) -> None:
-        if isinstance(message, types.ToolListChangedNotification) or "tools/list_changed" in repr(
-            message
-        ):
+        if isinstance(message, types.ToolListChangedNotification):
             changed.set()
 
+    async def listen(client: Client, ready: anyio.Event) -> None:
+        async with client.listen(tools_list_changed=True) as events:
+            ready.set()
+            async for _event in events:
+                changed.set()
+                return
+
     async def scenario() -> None:
-        client = stdio_client(
-            ws, desk, "--tools-poll", "0.2", mode="legacy", message_handler=on_message
-        )
-        async with client:
+        extra = {"message_handler": on_message} if protocol == "legacy" else {}
+        client = stdio_client(ws, desk, "--tools-poll", "0.2", mode=protocol, **extra)
+        async with client, anyio.create_task_group() as group:
             before = {tool.name for tool in (await client.list_tools()).tools}
+            if protocol != "legacy":
+                ready = anyio.Event()
+                group.start_soon(listen, client, ready)
+                await ready.wait()
             ws.agent(
                 "desk",
                 grants=["invoices.list"],
@@ -380,6 +391,7 @@ def test_a_policy_change_shows_in_the_list_and_is_announced(
             with anyio.fail_after(30):
                 await changed.wait()
             after = {tool.name for tool in (await client.list_tools()).tools}
+            group.cancel_scope.cancel()
         assert "invoices.pay" in before
         assert after == {"invoices.list"}  # no write left: no status tool either
 

@@ -48,7 +48,9 @@ def add_mcp_command(commands: Any) -> None:
     mcp.add_argument("--key", type=Path, action="append", required=True, help="its key file")
     mcp.add_argument("--target", help="broker address (default: the config's, or 127.0.0.1:50051)")
     mcp.add_argument("--broker-id", default="", help="the broker's id (default: the config's)")
-    mcp.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP, not stdio")
+    mcp.add_argument(
+        "--http", metavar="[HOST:]PORT", help="serve streamable HTTP (host 127.0.0.1), not stdio"
+    )
     mcp.add_argument("--task", default="", help="task id of the calls (default: one per run)")
     mcp.add_argument(
         "--approval-wait",
@@ -123,8 +125,9 @@ async def _serve_stdio(args: argparse.Namespace, links: list[AgentLink], task: s
 
 async def _serve_http(args: argparse.Namespace, links: list[AgentLink], task: str) -> None:
     host, _, port_text = args.http.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ConfigError("broker mcp --http", f"'{args.http}' is not HOST:PORT")
+    host = host or "127.0.0.1"  # a port alone: loopback, never every interface by default
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError("broker mcp --http", f"'{args.http}' is not HOST:PORT or PORT")
     settings = load_settings(args.config)
     master_key = load_master_key(settings, os.environ)
     state = state_store(settings, patient=True)
