@@ -312,6 +312,10 @@ def test_a_frozen_agent_and_a_broker_that_is_down_are_clear_errors(
             frozen = await client.call_tool("invoices.list", {})
             running.stop()
             down = await client.call_tool("invoices.list", {})
+        async with connect() as fresh:  # a client that starts while the broker is down
+            write = await fresh.call_tool("mail.forward", {"id": "m-1", "to": "a@corp.example"})
+        assert write.is_error is True
+        assert write.structured_content["reason"] == "BROKER_UNAVAILABLE"  # type: ignore[index]
         assert frozen.is_error is True
         assert frozen.structured_content["reason"] == "AGENT_FROZEN"  # type: ignore[index]
         assert down.is_error is True

@@ -66,6 +66,14 @@ class AgentLink:
     tools: dict[str, pb.ToolInfo] = field(default_factory=dict)  # by broker name
     listing: str = ""  # digest of the last list seen: a change is told to clients
 
+    async def is_write(self, name: str) -> bool:
+        """Whether the granted action ``name`` writes (from the last list, or a fresh one when
+        the client calls what it has not listed); False for what the agent is not granted."""
+        if name not in self.tools:
+            await self.list_tools()
+        tool = self.tools.get(name)
+        return tool is not None and tool.write
+
     async def list_tools(self) -> list[pb.ToolInfo]:
         """The broker's ListTools for this agent; remembers it."""
         tools = await self.client.list_tools()
@@ -149,10 +157,12 @@ class McpFront:
         arguments = dict(params.arguments or {})
         if params.name == STATUS_TOOL:
             return await self._status(ctx, link, arguments)
-        name = await self._broker_name(link, params.name)
         task = _text(meta.get(META_TASK)) or self.task_id
-        key = _text(meta.get(META_KEY)) or derived_key(link.agent, task, name, arguments)
+        key = _text(meta.get(META_KEY))
         try:
+            name = await self._broker_name(link, params.name)
+            if not key and await link.is_write(name):
+                key = derived_key(link.agent, task, name, arguments)  # reads need none
             result = await link.client.call(
                 name,
                 jsonexact.dumps(arguments),
