@@ -55,6 +55,7 @@ from broker.pipeline import (
     Stage,
     build_pipeline,
 )
+from broker.retention import Retention
 from broker.settings import BrokerSettings
 from broker.signing import now_ms
 from broker.snapshot import Snapshot, load_snapshot
@@ -215,6 +216,12 @@ class Broker:
         self._tasks.append(loop.create_task(self._checkpoints(self._trail)))
         if self.settings.reload_interval > 0:
             self._tasks.append(loop.create_task(self._watch_files()))
+        retention = Retention(self._state, self.settings, self._longest_taint_window)
+        self._tasks.append(loop.create_task(retention.run(now_ms)))
+
+    def _longest_taint_window(self) -> float:
+        assert self.snapshot is not None
+        return max((p.taint_window for p in self.snapshot.policies.policies.values()), default=0)
 
     async def _start_audit_writer(self) -> AuditTrail:
         """The audit writer process, started now (it takes a few hundred ms) so that the first

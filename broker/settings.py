@@ -175,6 +175,25 @@ class BrokerSettings(BaseModel):
         description="What looks for injected instructions in untrusted output: features (the "
         "built-in detector), none, or package.module:Name for one installed beside the broker.",
     )
+    calls_retention: Duration = Field(
+        30 * 86400.0,
+        description="Calls in a final state are kept this long after their last change: a "
+        "write retried with its idempotency key within it gets its first answer, after it "
+        "runs anew. Pending calls and unreconciled lost outcomes are always kept.",
+    )
+    taint_retention: Duration = Field(
+        7 * 86400.0,
+        description="Values and text from outside are kept this long (at least the longest "
+        "taint_window of a policy); a write after that is not checked against them.",
+    )
+    budget_retention: Duration = Field(
+        7 * 86400.0,
+        description="Budget use of past days, and of tasks idle this long, is dropped (an "
+        "idle task's budget then starts again).",
+    )
+    retention_interval: Duration = Field(
+        3600.0, gt=0, description="How often what is past its retention is dropped."
+    )
     reload_interval: Duration = Field(
         2.0,
         description="How often to look for changed policy and tool files (0s: only on SIGHUP). "
@@ -210,6 +229,14 @@ class BrokerSettings(BaseModel):
     def _window_capped(cls, value: float) -> float:
         if not 0 < value <= MAX_REQUEST_WINDOW:
             raise ValueError("request_window must be more than 0s and at most 300s")
+        return value
+
+    @field_validator("calls_retention", "taint_retention", "budget_retention")
+    @classmethod
+    def _keeps_a_day(cls, value: float) -> float:
+        # a day at least: less would forget an idempotency key or a budget mid-use
+        if value < 86400:
+            raise ValueError("a retention must be at least 1d")
         return value
 
     @property

@@ -199,7 +199,7 @@ class Approvals:
         return await self._stored(call_id)
 
     async def _stored(self, call_id: str) -> CallRecord:
-        """A call known to be stored (calls are never deleted)."""
+        """A call known to be stored (retention drops only calls long final)."""
         record = await self.calls.get(call_id)
         if record is None:
             raise errors.InternalError(f"call {call_id} vanished from the calls table")
@@ -316,8 +316,15 @@ class Approvals:
         wait = min(wait_ms / 1000, self._max_wait_s)
         if time_left is not None:
             wait = min(wait, max(0.0, time_left))
-        if (record.state not in FINAL or call_id in self._running) and wait > 0:
-            await self.events.wait(call_id, wait)  # still undecided: answered as pending
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # a wake is a hint, not the outcome: an approved run's own audit record wakes its
+        # waiters before the run's refusal is stored, so look again until it is final
+        while record.state not in FINAL or call_id in self._running:
+            left = deadline - loop.time()
+            if left <= 0:
+                break  # still undecided: answered as pending
+            await self.events.wait(call_id, left)
             record = await self._stored(call_id)
         if call_id in self._running:  # its outcome may be stored, its final record is not
             return self.pending_outcome(record, self.snapshot().policies.policies.get(agent))

@@ -15,6 +15,9 @@ from broker.storage.records import Usage
 
 log = logging.getLogger(__name__)
 ALERT_LEVELS = (80, 100)  # percent
+SWEEP_EVERY = 1000  # budget reads between two sweeps of the in-memory counters
+IDLE_S = 600.0  # a counter not spent from for this long is read back from the store
+MAX_CACHED = 50_000  # counters held at most (every task has its own)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Budgets:
         self._alert = alert
         self._observe = observe
         self._used: dict[tuple[str, str], list[int]] = {}  # [calls, cost, alerted]
+        self._touched: dict[tuple[str, str], float] = {}  # key -> time.monotonic() of last use
+        self._until_sweep = SWEEP_EVERY
 
     async def charge(self, allowances: list[Allowance], cost: int) -> None:
         """Spend one call and ``cost`` units from every allowance, or none of them:
@@ -80,8 +85,31 @@ class Budgets:
             if self._observe is not None:
                 self._observe(allowance.scope, _ratio(allowance, used))
 
+    @property
+    def cached(self) -> int:
+        """How many budgets are held in memory."""
+        return len(self._used)
+
+    def sweep(self, now: float) -> None:
+        """Forget budgets not spent from for IDLE_S (the store has them: the next charge
+        reads them back), then the idlest beyond MAX_CACHED. IDLE_S is far longer than a
+        queued write takes to commit, so nothing read back misses a spending."""
+        self._until_sweep = SWEEP_EVERY
+        idle = [key for key, at in self._touched.items() if now - at > IDLE_S]
+        if len(self._touched) - len(idle) > MAX_CACHED:
+            by_age = sorted(self._touched, key=self._touched.__getitem__)
+            idle = by_age[: len(by_age) - MAX_CACHED]
+        for key in idle:
+            self._used.pop(key, None)
+            self._touched.pop(key, None)
+
     async def _get(self, allowance: Allowance) -> list[int]:
         key = (allowance.scope, allowance.period)
+        now = time.monotonic()
+        self._until_sweep -= 1
+        if self._until_sweep <= 0:
+            self.sweep(now)
+        self._touched[key] = now
         used = self._used.get(key)
         if used is None:
             stored = await self._store.usage(allowance.scope, allowance.period)

@@ -30,6 +30,8 @@ _NOT_ATTEMPTS = {
     "IDEMPOTENCY_KEY_REUSED",
 }
 HISTORY_MS = 3_600_000  # windows longer than an hour are cut to an hour after a restart
+SWEEP_EVERY = 1000  # checks between two sweeps of the windows no call touched for a day
+MAX_WINDOWS = 100_000  # distinct (agent, tool, arguments) kept at most; the idlest go first
 
 
 class LoopDetector:
@@ -40,6 +42,7 @@ class LoopDetector:
         """``history``: the calls of the last day (AuditReader.attempts)."""
         self._calls: dict[tuple[str, str, str], deque[int]] = {}
         self._trips: dict[str, deque[int]] = {}
+        self._until_sweep = SWEEP_EVERY
         for ts, agent, tool, digest, _decision, reason in history:
             if reason == "LOOP_DETECTED":
                 self._trips.setdefault(agent, deque()).append(ts)
@@ -49,6 +52,9 @@ class LoopDetector:
     def check(self, agent: str, tool: str, digest: str, guard: LoopGuard, now_ms: int) -> str:
         """Count this call: ``ok``; ``loop`` when it would be the ``repeats``-th identical
         call within the window; ``freeze`` when that makes ``freeze_after`` loops in a day."""
+        self._until_sweep -= 1
+        if self._until_sweep <= 0:
+            self.sweep(now_ms)
         window = self._calls.setdefault((agent, tool, digest), deque())
         horizon = now_ms - int(guard.within * 1000)
         while window and window[0] < horizon:
@@ -61,6 +67,23 @@ class LoopDetector:
             trips.popleft()
         trips.append(now_ms)
         return "freeze" if len(trips) >= guard.freeze_after else "loop"
+
+    def sweep(self, now_ms: int) -> None:
+        """Forget windows and trips older than a day (no guard looks further back: a longer
+        ``within`` is cut to a day), then the idlest windows beyond MAX_WINDOWS: every
+        argument set an agent ever tried must not stay in memory for good."""
+        self._until_sweep = SWEEP_EVERY
+        day_ago = now_ms - DAY_MS
+        self._calls = {key: w for key, w in self._calls.items() if w and w[-1] >= day_ago}
+        self._trips = {agent: t for agent, t in self._trips.items() if t and t[-1] >= day_ago}
+        if len(self._calls) > MAX_WINDOWS:
+            newest = sorted(self._calls.items(), key=lambda item: item[1][-1])
+            self._calls = dict(newest[-MAX_WINDOWS:])
+
+    @property
+    def windows(self) -> int:
+        """How many (agent, tool, arguments) windows are held."""
+        return len(self._calls)
 
     def trips_today(self, agent: str) -> int:
         """How many loops ``agent`` tripped in the last day."""

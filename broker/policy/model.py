@@ -69,7 +69,9 @@ class LoopGuard(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     repeats: int = Field(5, ge=2, le=10_000)
-    within: Duration = 60.0
+    within: Duration = Field(
+        60.0, gt=0, le=86400, description="The window, at most a day (what is remembered)."
+    )
     freeze_after: int = Field(3, ge=1, le=1000)
 
 

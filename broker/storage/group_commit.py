@@ -278,3 +278,18 @@ def _run_job(conn: sqlite3.Connection, item: _Pending) -> tuple[bool, Any]:
 
 def _nothing(conn: sqlite3.Connection) -> None:
     """A job that writes nothing: awaiting it awaits the commit of what was queued before."""
+
+
+PRUNE_BATCH = 1000  # rows one retention statement deletes: a few ms of the loop at most
+
+
+async def prune_in_batches(writes: GroupCommit, sql: str, params: tuple[object, ...]) -> int:
+    """Run ``sql`` (a DELETE of at most ``?`` rows, the last parameter) until it deletes
+    fewer than a batch; how many rows in all. Each batch is a short transaction of its own, so
+    a large sweep never holds the database for long."""
+    total = 0
+    while True:
+        deleted = await writes.run(lambda conn: conn.execute(sql, (*params, PRUNE_BATCH)).rowcount)
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            return total

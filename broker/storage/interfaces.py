@@ -76,6 +76,11 @@ class CallStore(Protocol):
         """At start: writes that began (``executing``) and never recorded an outcome become
         ``outcome_unknown``; returns them. They are never executed again."""
 
+    async def prune(self, before_ms: int) -> int:
+        """Drop calls in a final state last changed before ``before_ms`` (a retried
+        idempotency key older than that runs anew); how many. Pending, approved, executing
+        calls are never dropped, nor outcome_unknown ones before a human reconciled them."""
+
 
 class FreezeStore(Protocol):
     """The kill switches in force."""
@@ -98,6 +103,10 @@ class BudgetStore(Protocol):
 
     def add_usage(self, scope: str, period: str, usage: Usage) -> None:
         """Queued: add ``usage`` (calls and cost; the alert level is the highest seen)."""
+
+    async def prune(self, before_day: str, idle_before_ms: int) -> int:
+        """Drop the use of days before ``before_day`` (YYYY-MM-DD) and of tasks idle since
+        before ``idle_before_ms``; how many budgets."""
 
 
 class TaintStore(Protocol):
@@ -129,6 +138,9 @@ class TaintStore(Protocol):
 
     async def texts(self, ids: Sequence[int]) -> list[TextSegment]:
         """The segments with these ids that are still kept, oldest first."""
+
+    async def prune(self, before_ms: int) -> int:
+        """Drop outside values and text seen before ``before_ms``; how many rows."""
 
 
 class SecretStore(Protocol):

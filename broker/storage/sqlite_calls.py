@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 
-from broker.storage.group_commit import GroupCommit
+from broker.storage.group_commit import GroupCommit, prune_in_batches
 from broker.storage.records import CALL_COLUMNS, CallRecord, check_changes
 from broker.storage.sqlite_connection import Reads
 
@@ -101,24 +102,32 @@ class SqliteCalls:
         return int(await self._reads.run(lambda c: c.execute(query, params).fetchone()[0]))
 
     async def mark_unfinished(self, now_ms: int) -> list[CallRecord]:
-        """Writes left ``executing`` become ``outcome_unknown``; returns them as they were."""
+        """Writes left ``executing`` become ``outcome_unknown``, in one statement (nothing can
+        start executing between a read and the update); returns them as they were."""
+        rows = await self._writes.run(lambda c: c.execute(_MARK, (now_ms,)).fetchall())
+        return [replace(CallRecord(*row), state=EXECUTING) for row in rows]
 
-        def mark(conn: sqlite3.Connection) -> list[CallRecord]:
-            found = [CallRecord(*row) for row in conn.execute(_SELECT + "WHERE state = ?", _RUN)]
-            conn.execute(
-                "UPDATE calls SET state = 'outcome_unknown', updated_ms = ? WHERE state = ?",
-                (now_ms, *_RUN),
-            )
-            return found
-
-        return await self._writes.run(mark)
+    async def prune(self, before_ms: int) -> int:
+        """Drop final calls last changed before ``before_ms``, in batches."""
+        return await prune_in_batches(self._writes, _PRUNE, (*FINAL_STATES, before_ms))
 
     async def _select(self, where: str, params: tuple[object, ...]) -> list[CallRecord]:
         sql = _SELECT + where + " ORDER BY created_ms"
         return await self._reads.run(lambda c: [CallRecord(*row) for row in c.execute(sql, params)])
 
 
-_RUN = ("executing",)
+EXECUTING = "executing"
+# what retention may drop; what stays: pending, approved and executing calls, which a run or a
+# human still needs, and outcome_unknown ones until a human has reconciled them
+FINAL_STATES = ("done", "tool_error", "failed", "denied", "expired", "cancelled", "reconciled")
+_MARK = (  # the column names are constants
+    "UPDATE calls SET state = 'outcome_unknown', updated_ms = ? "  # noqa: S608
+    f"WHERE state = 'executing' RETURNING {', '.join(CALL_COLUMNS)}"
+)
+_PRUNE = (
+    "DELETE FROM calls WHERE rowid IN (SELECT rowid FROM calls WHERE state IN "  # noqa: S608
+    f"({', '.join('?' * len(FINAL_STATES))}) AND updated_ms < ? LIMIT ?)"
+)
 
 
 def _first(records: list[CallRecord]) -> CallRecord | None:

@@ -10,6 +10,7 @@ version comes up to date.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from broker.storage.records import AUDIT_COLUMNS, record_hash
@@ -157,6 +158,10 @@ MIGRATIONS: list[Migration] = [
         broker_id TEXT NOT NULL
     );
     """,
+    # 13: retention: budgets note when they were last spent from (a task's budget idle past
+    # the retention is dropped; rows of older versions count as spent now), and the final
+    # calls and outside values are found by time
+    lambda conn: _retention(conn),
 ]
 
 # audit.db: the audit trail (its own file, so its writer never waits for the broker's lock),
@@ -268,3 +273,11 @@ def _outside_text(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX outside_text_task ON outside_text (agent, task_id)")
     conn.execute("CREATE INDEX outside_text_time ON outside_text (agent, source, at_ms)")
     conn.execute("CREATE INDEX taint_time ON taint (agent, ts_ms)")
+
+
+def _retention(conn: sqlite3.Connection) -> None:
+    """Migration 13: ``budgets.updated_ms``, and the indexes the retention sweep reads."""
+    conn.execute("ALTER TABLE budgets ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE budgets SET updated_ms = ?", (time.time_ns() // 1_000_000,))
+    conn.execute("CREATE INDEX calls_updated ON calls (updated_ms)")
+    conn.execute("CREATE INDEX outside_text_at ON outside_text (at_ms)")

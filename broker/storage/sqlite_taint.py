@@ -7,7 +7,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from broker.storage.group_commit import LOOP_BATCH_ROWS, GroupCommit
+from broker.storage.group_commit import LOOP_BATCH_ROWS, GroupCommit, prune_in_batches
 from broker.storage.records import Source, TaintRow, TextSegment
 from broker.storage.sqlite_connection import Reads
 
@@ -36,6 +36,13 @@ _LISTING = (
 # a text this many characters long weighs as a row: a big answer's is written off the loop
 _CHARS_PER_ROW = 2000
 _PRUNE_ROWS = LOOP_BATCH_ROWS  # a prune drops megabytes: a big batch
+_PRUNE_VALUES = (
+    "DELETE FROM taint WHERE (agent, task_id, kind, value) IN (SELECT agent, task_id, kind, "
+    "value FROM taint WHERE ts_ms < ? LIMIT ?)"
+)
+_PRUNE_TEXT = (
+    "DELETE FROM outside_text WHERE id IN (SELECT id FROM outside_text WHERE at_ms < ? LIMIT ?)"
+)
 _TEXTS = "SELECT id, task_id, source, origin, marks, text, at_ms FROM outside_text WHERE id IN "
 
 
@@ -95,6 +102,11 @@ class SqliteTaint:
         values = (agent, task_id, agent, since_ms)
         rows = await self._reads.run(lambda c: c.execute(_LISTING, values).fetchall())
         return [(int(id_), str(source)) for id_, source in rows]
+
+    async def prune(self, before_ms: int) -> int:
+        """Drop values and text seen before ``before_ms``, in batches."""
+        values = await prune_in_batches(self._writes, _PRUNE_VALUES, (before_ms,))
+        return values + await prune_in_batches(self._writes, _PRUNE_TEXT, (before_ms,))
 
     async def texts(self, ids: Sequence[int]) -> list[TextSegment]:
         """The segments with these ids (those still kept), oldest first."""
