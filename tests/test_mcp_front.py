@@ -5,6 +5,8 @@ approvals, limits, taint and audit as a signed gRPC call."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +29,7 @@ from broker.testing import (
 )
 from tests.mcp_helpers import (
     MASTER_ENV,
+    front_args,
     http_client,
     http_front,
     point_config_at,
@@ -433,3 +436,34 @@ async def _pending_call(broker: RunningBroker) -> str:
             if waiting:
                 return str(waiting[0].call_id)
             await anyio.sleep(0.1)  # the call is on its way; bounded by fail_after
+
+
+def test_stdin_from_a_file_is_served_too(
+    ws: Workspace, desk: AgentCredentials, running: RunningBroker
+) -> None:
+    """Not a pipe (a file, a terminal): the SDK's own stdin and stdout serve, and stdout
+    carries nothing but the protocol."""
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "a file", "version": "1"},
+        },
+    }
+    request = ws.root / "request.jsonl"
+    request.write_text(json.dumps(hello) + "\n")
+    with request.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, *front_args(ws, desk)],
+            stdin=stdin,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    (answer,) = [json.loads(line) for line in done.stdout.decode().splitlines()][:1]
+    assert answer["id"] == 1
+    assert answer["result"]["serverInfo"]["name"] == "toolbroker"
+    assert b"MCP front for agent desk" in done.stderr

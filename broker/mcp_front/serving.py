@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from mcp.server.lowlevel import NotificationOptions
@@ -21,7 +22,7 @@ from mcp.server.stdio import stdio_server
 from broker.client import AsyncBrokerClient
 from broker.commands.agent_access import agent_credentials, broker_address
 from broker.errors import ConfigError
-from broker.mcp_front import http_front
+from broker.mcp_front import http_front, stdio_pipes
 from broker.mcp_front.front import FRONT, AgentLink, McpFront
 from broker.mcp_front.names import ToolNames
 from broker.settings import load_settings
@@ -80,7 +81,11 @@ async def _serve_stdio(args: argparse.Namespace, links: list[AgentLink], task: s
     front = McpFront(lambda ctx: links[0], links, task_id=task, approval_wait_s=args.approval_wait)
     log.info("MCP front for agent %s on stdio (task %s)", links[0].agent, task)
     options = front.server.create_initialization_options(NotificationOptions(tools_changed=True))
-    async with stdio_server() as (read, write), _watching(front, args.tools_poll):
+    async with (
+        _wire() as wire,
+        stdio_server(*wire) as (read, write),
+        _watching(front, args.tools_poll),
+    ):
         await front.server.run(read, write, options)
 
 
@@ -125,6 +130,17 @@ async def _serve_http(args: argparse.Namespace, links: list[AgentLink], task: st
             await http_front.serve(http_front.RequireAgentToken(app, tokens), sock)
     finally:
         await state.close()
+
+
+@contextlib.asynccontextmanager
+async def _wire() -> AsyncIterator[tuple[Any, ...]]:
+    """stdin and stdout on the event loop when they are pipes (as MCP clients start us); the
+    SDK's own threaded files otherwise (a file or a terminal)."""
+    if stdio_pipes.is_pipe(0) and stdio_pipes.is_pipe(1):
+        async with stdio_pipes.pipe_stdio() as pipes:
+            yield pipes
+    else:
+        yield ()
 
 
 @contextlib.asynccontextmanager
