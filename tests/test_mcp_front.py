@@ -281,7 +281,7 @@ def test_a_repeated_write_runs_once(front: Callable[..., Any], upstream: FakeUps
             second = await client.call_tool("mail.forward", forward)
         assert first.structured_content == second.structured_content == {"forwarded": True}
 
-    with front("--task", "run-1") as connect:
+    with front() as connect:  # over stdio, each client starts a front of its own
         run(scenario)
     assert len(posts(upstream)) == 1
 

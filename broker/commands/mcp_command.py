@@ -31,7 +31,7 @@ def add_mcp_command(commands: Any) -> None:
     mcp.add_argument(
         "--http", metavar="[HOST:]PORT", help="serve streamable HTTP (host 127.0.0.1), not stdio"
     )
-    mcp.add_argument("--task", default="", help="task id of the calls (default: one per run)")
+    mcp.add_argument("--task", default="", help="task id of the calls (default: one per UTC day)")
     mcp.add_argument(
         "--approval-wait",
         type=float,

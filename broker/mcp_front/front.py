@@ -9,8 +9,11 @@ sent none, a bounded wait for a human, and results shaped for MCP (``tool_result
 A write's idempotency key, when the request's ``_meta`` has no ``toolbroker/idempotency_key``,
 is derived from the agent, the task, the tool and the canonical arguments: a client that sends
 the same write again (a retry, a reconnect, a model repeating itself) lands on the same call,
-never a second execution or a second question to a human. The task is the front's (one per
-``broker mcp`` process unless ``--task`` names it) or ``_meta["toolbroker/task_id"]``.
+never a second execution or a second question to a human, also after the client or the front
+restarted. The task is ``_meta["toolbroker/task_id"]``, else the front's ``--task``, else one
+per agent and UTC day (``mcp-2026-12-05``): a day, like a policy's default ``taint_window``,
+so values read from outside taint the day's writes, and the same write sent the next day is a
+new one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import mcp_types as types
@@ -95,6 +99,11 @@ def derived_key(agent: str, task: str, tool: str, arguments: Mapping[str, Any]) 
     return "mcp-" + hashlib.sha256(canonical.encode()).hexdigest()[:48]
 
 
+def day_task() -> str:
+    """The task of calls that name none: one per UTC day."""
+    return "mcp-" + datetime.now(UTC).strftime("%Y-%m-%d")
+
+
 AgentOf = Callable[[ServerRequestContext[Any, Any]], AgentLink]
 
 
@@ -110,12 +119,12 @@ class McpFront:
         agent_of: AgentOf,
         links: list[AgentLink],
         *,
-        task_id: str,
+        task_id: str | None,
         approval_wait_s: float,
     ) -> None:
         self._agent_of = agent_of
         self._links = links
-        self.task_id = task_id
+        self.task_id = task_id  # None: a task per UTC day
         self.approval_wait_s = approval_wait_s
         self._bus = InMemorySubscriptionBus()
         self._legacy: OrderedDict[str, ServerSession] = OrderedDict()
@@ -157,7 +166,7 @@ class McpFront:
         arguments = dict(params.arguments or {})
         if params.name == STATUS_TOOL:
             return await self._status(ctx, link, arguments)
-        task = _text(meta.get(META_TASK)) or self.task_id
+        task = _text(meta.get(META_TASK)) or self.task_id or day_task()
         key = _text(meta.get(META_KEY))
         try:
             name = await self._broker_name(link, params.name)

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = zip(args.agent, args.key, strict=True)
     credentials = [agent_credentials(key, agent) for agent, key in pairs]
     target, broker_id = broker_address(args.config, args.target, args.broker_id)
-    task = args.task or f"mcp-{secrets.token_hex(6)}"
+    task: str | None = args.task or None  # None: a task per UTC day (front.day_task)
 
     async def run() -> None:
         links = [
@@ -77,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_stdio(args: argparse.Namespace, links: list[AgentLink], task: str) -> None:
+async def _serve_stdio(args: argparse.Namespace, links: list[AgentLink], task: str | None) -> None:
     front = McpFront(lambda ctx: links[0], links, task_id=task, approval_wait_s=args.approval_wait)
-    log.info("MCP front for agent %s on stdio (task %s)", links[0].agent, task)
+    log.info("MCP front for agent %s on stdio (task %s)", links[0].agent, task or "per day")
     options = front.server.create_initialization_options(NotificationOptions(tools_changed=True))
     async with (
         _wire() as wire,
@@ -89,7 +88,7 @@ async def _serve_stdio(args: argparse.Namespace, links: list[AgentLink], task: s
         await front.server.run(read, write, options)
 
 
-async def _serve_http(args: argparse.Namespace, links: list[AgentLink], task: str) -> None:
+async def _serve_http(args: argparse.Namespace, links: list[AgentLink], task: str | None) -> None:
     host, _, port_text = args.http.rpartition(":")
     host = host or "127.0.0.1"  # a port alone: loopback, never every interface by default
     if not port_text.isdigit() or int(port_text) > 65535:
@@ -124,7 +123,7 @@ async def _serve_http(args: argparse.Namespace, links: list[AgentLink], task: st
             ", ".join(by_agent),
             host,
             address[1],
-            task,
+            task or "per day",
         )
         async with _watching(front, args.tools_poll):
             await http_front.serve(http_front.RequireAgentToken(app, tokens), sock)
