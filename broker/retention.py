@@ -60,4 +60,4 @@ class Retention:
             else:
                 if any(dropped.values()):
                     log.info("retention: dropped %s", dropped)
-            await asyncio.sleep(self._settings.retention_interval)
+            await asyncio.sleep(self._settings.retention_interval)  # the sweep's period

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from broker import errors
@@ -47,3 +49,39 @@ def wait_serving(client: BrokerClient, seconds: float = 20.0) -> None:
         except errors.BrokerError:
             time.sleep(0.1)  # the broker process is starting; bounded by the deadline
     raise AssertionError("the broker did not start")
+
+
+@contextmanager
+def started_until(
+    command: list[str],
+    log: Path,
+    ready: Callable[[str], str | None],
+    *,
+    env: Mapping[str, str] | None = None,
+    seconds: float = 30.0,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A process of ours, logging to ``log``, once ``ready`` (given the log so far) returns
+    what it waited for (a URL, a port); AssertionError with the log when it exits or does not
+    get there in ``seconds``. Stopped (SIGTERM, then SIGKILL) at the end."""
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=None if env is None else dict(env),
+        )
+    try:
+        deadline = time.monotonic() + seconds
+        while (found := ready(log.read_text(errors="replace"))) is None:
+            assert process.poll() is None, f"{command[1:4]} exited:\n{log.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, f"{command[1:4]} did not start:\n{log.read_text()}"
+            time.sleep(0.05)  # the process is starting; bounded by the deadline
+        yield found, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)

@@ -21,6 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from broker.signing import AgentCredentials
 from broker.testing import RunningBroker, Workspace
+from tests.broker_process import started_until
 
 MASTER_ENV = {"BROKER_MASTER_KEY": base64.b64encode(b"k" * 32).decode()}
 
@@ -78,33 +79,24 @@ def http_front(
     for credentials in agents:
         args += ["--agent", credentials.agent, "--key", str(key_file(ws, credentials))]
     log = ws.root / f"mcp-http-{time.monotonic_ns()}.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, *args, "--http", "127.0.0.1:0", *extra],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, **MASTER_ENV},
-        )
-    try:
-        deadline = time.monotonic() + 30
-        url = None
-        while url is None and time.monotonic() < deadline:
-            found = re.search(r"on (http://127\.0\.0\.1:\d+/mcp)", log.read_text(errors="replace"))
-            if found:
-                url = found.group(1)
-                break
-            assert process.poll() is None, "broker mcp exited:\n" + log.read_text()
-            time.sleep(0.05)  # the front is starting; bounded by the deadline
-        assert url is not None, "broker mcp --http did not start:\n" + log.read_text()
-        yield url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
+
+    def ready(text: str) -> str | None:
+        found = re.search(r"on (http://127\.0\.0\.1:\d+/mcp)", text)
+        return found.group(1) if found else None
+
+    command = [sys.executable, *args, "--http", "127.0.0.1:0", *extra]
+    with started_until(command, log, ready, env={**os.environ, **MASTER_ENV}) as running:
+        yield running
+
+
+@contextmanager
+def serving_with_token(ws: Workspace, agent: str, token: str) -> Iterator[RunningBroker]:
+    """A broker with a master key, its config naming its address, and ``token`` stored as
+    the MCP token of ``agent``."""
+    with ws.broker(env=MASTER_ENV) as broker:
+        point_config_at(ws, broker)
+        set_secret(ws, f"mcp-token.{agent}", token)
+        yield broker
 
 
 def http_client(url: str, token: str | None, **client: Any) -> Client:

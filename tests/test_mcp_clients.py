@@ -23,11 +23,10 @@ from mcp.client.stdio import StdioServerParameters
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace, read_audit
 from tests.mcp_helpers import (
-    MASTER_ENV,
     http_client,
     http_front,
     key_file,
-    point_config_at,
+    serving_with_token,
     set_secret,
 )
 
@@ -46,9 +45,7 @@ def agent(ws: Workspace, upstream: FakeUpstream) -> AgentCredentials:
 
 @pytest.fixture
 def running(ws: Workspace, agent: AgentCredentials) -> Iterator[RunningBroker]:
-    with ws.broker(env=MASTER_ENV) as broker:
-        point_config_at(ws, broker)
-        set_secret(ws, "mcp-token.invoice-agent", TOKEN)
+    with serving_with_token(ws, "invoice-agent", TOKEN) as broker:
         yield broker
 
 

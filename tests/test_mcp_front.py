@@ -28,12 +28,10 @@ from broker.testing import (
     read_audit,
 )
 from tests.mcp_helpers import (
-    MASTER_ENV,
     front_args,
     http_client,
     http_front,
-    point_config_at,
-    set_secret,
+    serving_with_token,
     stdio_client,
 )
 from tests.test_untrusted_calls import ATTACKER, EMAIL_HTML, MAIL_ACTIONS
@@ -73,9 +71,7 @@ def desk(ws: Workspace, upstream: FakeUpstream) -> AgentCredentials:
 
 @pytest.fixture
 def running(ws: Workspace, desk: AgentCredentials) -> Iterator[RunningBroker]:
-    with ws.broker(env=MASTER_ENV) as broker:
-        point_config_at(ws, broker)
-        set_secret(ws, "mcp-token.desk", TOKEN)
+    with serving_with_token(ws, "desk", TOKEN) as broker:
         yield broker
 
 

@@ -288,7 +288,7 @@ class McpFront:
         """Every ``interval_s``, look for a changed tool list (each look is an audited
         ListTools per agent, hence not too often)."""
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(interval_s)  # a poll: the broker pushes no policy change
             for link in self._links:
                 if link.listing:  # only lists a client has seen can have changed for it
                     await self.check_listing(link)

@@ -53,6 +53,7 @@ from tests.bench.harness import (
     median_sample,
     run_call_bench,
 )
+from tests.broker_process import started_until
 
 HEADING = "## MCP front: what it adds over a gRPC call"
 AGENT = "invoice-agent"
@@ -174,26 +175,9 @@ def set_token(config: Path) -> None:
 
 @contextmanager
 def started(command: list[str], log: Path, ready: Callable[[str], str | None]) -> Iterator[Running]:
-    """A process of ours, logging to ``log``, once ``ready`` (given the log so far) returns
-    what it waited for; stopped at the end."""
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
-        )
-    try:
-        deadline = time.monotonic() + START_S
-        while (found := ready(log.read_text(errors="replace"))) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[1:4]} did not start:\n{log.read_text()[-2000:]}")
-            time.sleep(0.05)  # starting; bounded by the deadline
+    """A process of ours, once ``ready`` finds what it waits for in its log; stopped after."""
+    with started_until(command, log, ready, seconds=START_S) as (found, process):
         yield Running(found, process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(15)
 
 
 @contextmanager
