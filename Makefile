@@ -20,10 +20,13 @@ run: install run-packages
 	$(PY) examples/run_dev.py --config $(CONFIG)
 
 # Debian packages: bubblewrap and util-linux (the sandbox), poppler-utils (the example pdftotext
-# tool); the tests also run a real nginx. Installed when missing and we may (root with
-# apt-get); otherwise the make says what to install (the tests that need one skip, saying why).
+# tool); the tests also run a real nginx, PostgreSQL (pg_ctlcluster comes with Debian's
+# postgresql, whose servers live in /usr/lib/postgresql) and Redis. Installed when missing and we
+# may (root with apt-get); otherwise the make says what to install (tests that need one skip,
+# saying why; in CI they fail).
 RUN_PACKAGES  := bwrap:bubblewrap pdftotext:poppler-utils prlimit:util-linux
-TEST_PACKAGES := $(RUN_PACKAGES) nginx:nginx-light
+TEST_PACKAGES := $(RUN_PACKAGES) nginx:nginx-light pg_ctlcluster:postgresql \
+  redis-server:redis-server
 
 run-packages:
 	@$(call install_missing,$(RUN_PACKAGES))

@@ -79,7 +79,13 @@ from broker.stages.retry import RetryStage
 from broker.stages.untrusted_output import UntrustedStage
 from broker.stages.validate import ValidateStage
 from broker.stages.verify import VerifyStage
-from broker.storage.backend import audit_path, audit_reader, state_store
+from broker.storage.backend import (
+    audit_path,
+    audit_reader,
+    postgres_url,
+    state_location,
+    state_store,
+)
 from broker.storage.interfaces import AuditReader, StateStore
 from broker.storage.records import StoreError
 from broker.untrusted.text_keeper import TextKeeper
@@ -132,7 +138,7 @@ class Broker:
         self.port = 0
         self.http_port = 0
         self._lock = DataDirLock(settings.data_dir)
-        self._state: StateStore = state_store(settings)
+        self._state: StateStore = state_store(settings, env=self._env)
         self._audit_reader: AuditReader = audit_reader(settings)
         self._trail: AuditTrail | None = None
         self._server: aio.Server | None = None
@@ -175,7 +181,8 @@ class Broker:
             await self._audit_reader.prepare()
             self._trail = await self._start_audit_writer()
         except StoreError as exc:
-            raise errors.ConfigError(str(self.settings.database), str(exc)) from None
+            where = state_location(self.settings, self._env)
+            raise errors.ConfigError(where, str(exc)) from None
         vault = Vault(self._state.secrets, SecretBox(master_key) if master_key else None)
         if master_key is None:
             log.warning(
@@ -227,10 +234,13 @@ class Broker:
         """The audit writer process, started now (it takes a few hundred ms) so that the first
         record need not wait; it signs checkpoints with the audit key and logs each request's
         JSON line on stderr (the broker's, not a tool's)."""
+        url = postgres_url(self.settings, self._env)
         options = WriterOptions(
             key_file=audit_key_path(self.settings.data_dir),
             broker_id=self.settings.broker_id,
-            heads=self.settings.database,
+            # the checkpoints are kept with the state, wherever it is
+            heads=None if url else self.settings.database,
+            heads_url=url,
             witnesses=[w.model_dump() for w in self.settings.audit_witnesses],
             log_calls=True,
         )

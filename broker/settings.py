@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -199,6 +200,14 @@ class BrokerSettings(BaseModel):
         description="How often to look for changed policy and tool files (0s: only on SIGHUP). "
         "A changed set that fails its checks is refused; the old one stays in force.",
     )
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL for the state replicas share (postgresql://user@host/db); "
+        "without it, SQLite in data_dir. Keep a password out of this file: database_url_env.",
+    )
+    database_url_env: str | None = Field(
+        None, description="An environment variable holding database_url (with its password)."
+    )
     so_reuseport: bool = Field(
         False, description="Let several broker processes share one port, on purpose."
     )
@@ -210,6 +219,20 @@ class BrokerSettings(BaseModel):
                 "slack needs http_listen (Slack sends button clicks to it) or socket_mode: true"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_database_url(self) -> BrokerSettings:
+        if self.database_url is not None and self.database_url_env is not None:
+            raise ValueError("set database_url or database_url_env, not both")
+        return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        # the message never repeats the value: it may hold a password
+        if value is not None and not re.match(r"postgres(ql)?://", value):
+            raise ValueError("database_url must be a postgresql:// URL")
+        return value
 
     @field_validator("detector")
     @classmethod

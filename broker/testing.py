@@ -500,9 +500,12 @@ def await_decision(client: BrokerClient, call_id: str, seconds: float = 10.0) ->
 class Workspace:
     """A folder with a broker config, ``tools/`` and ``policies/``, written from Python."""
 
-    def __init__(self, root: Path, broker_id: str = "broker.test") -> None:
+    def __init__(
+        self, root: Path, broker_id: str = "broker.test", database_url: str | None = None
+    ) -> None:
         self.root = root
         self.broker_id = broker_id
+        self.database_url = database_url  # the state on PostgreSQL, else SQLite in data/
         (root / "tools").mkdir(parents=True, exist_ok=True)
         (root / "policies").mkdir(parents=True, exist_ok=True)
 
@@ -540,6 +543,7 @@ class Workspace:
             "data_dir": "data",
             "policies": "policies",
             "tools": "tools",
+            **({"database_url": self.database_url} if self.database_url else {}),
             **overrides,
         }
         return load_settings(self.write("broker.yaml", config))

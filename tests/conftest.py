@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from broker.client import BrokerClient
 from broker.sandbox import sandbox_available
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, RunningBroker, Workspace
+from tests.servers.postgres import PostgresServer, postgres_bin
+from tests.servers.redis import RedisServer, redis_program
 
 INVOICE_ACTIONS: dict[str, Any] = {
     "list": {
@@ -58,6 +61,46 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (each test takes a database of its own)."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        unavailable("no PostgreSQL here (Debian: apt-get install postgresql; make test does)")
+    if os.geteuid() == 0 and not _has_user("postgres"):
+        unavailable("no postgres user to run PostgreSQL as (the postgresql package makes it)")
+    with PostgresServer(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database (with its password), dropped after."""
+    url = postgres_server.fresh_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real Redis server for the session."""
+    program = redis_program()
+    if program is None:
+        unavailable("no redis-server here (Debian: apt-get install redis-server; make test does)")
+    with RedisServer(program) as server:
+        yield server
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.fixture
 def sandbox() -> None:
     """Bubblewrap can build sandboxes here (``make test`` installs it where it may)."""
@@ -84,9 +127,30 @@ def upstream() -> Iterator[FakeUpstream]:
         yield fake
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_backend(request: pytest.FixtureRequest) -> str | None:
+    """Where the broker keeps its state: every test on a workspace runs on both backends
+    (``None``: SQLite in the data folder; else a PostgreSQL database of its own)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``sqlite_only`` (it looks inside broker.db itself) runs on SQLite only."""
+    dropped = [
+        item
+        for item in items
+        if item.get_closest_marker("sqlite_only") and "[postgresql" in item.name
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
 @pytest.fixture
-def ws(tmp_path: Path, upstream: FakeUpstream) -> Workspace:
-    workspace = Workspace(tmp_path)
+def ws(tmp_path: Path, upstream: FakeUpstream, state_backend: str | None) -> Workspace:
+    workspace = Workspace(tmp_path, database_url=state_backend)
     workspace.tool(
         "invoices", base_url=upstream.url, allow_private_network=True, actions=INVOICE_ACTIONS
     )

@@ -4,7 +4,6 @@ retries, the kill switch; through a real broker, a recording upstream and the ad
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from broker.approvals.call_events import CallEvents
 from broker.client import AdminClient, ApprovalPending, BrokerClient
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, Workspace, await_decision, read_audit
+from tests.state_sql import state_sql
 
 PAY = {"id": "INV-1", "amount": 120}
 
@@ -205,15 +205,11 @@ def test_a_freeze_takes_effect_on_the_next_request_everywhere(
 def _approved_before_the_stop(ws: Workspace, call_id: str) -> None:
     """The calls table as a broker stopped (or crashed) leaves it between a human's approval
     and the approved call's start: approved, not yet executing."""
-    conn = sqlite3.connect(ws.database, isolation_level=None)
-    try:
-        conn.execute(
-            "UPDATE calls SET state = 'approved', decided_by = 'admin:local-admin' "
-            "WHERE call_id = ?",
-            (call_id,),
-        )
-    finally:
-        conn.close()
+    state_sql(
+        ws,
+        "UPDATE calls SET state = 'approved', decided_by = 'admin:local-admin' WHERE call_id = ?",
+        (call_id,),
+    )
 
 
 def _state_once_run(admin: AdminClient, call_id: str, seconds: float = 10.0) -> str:

@@ -6,9 +6,7 @@ detection and the budget counters stay bounded."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,24 +19,17 @@ from broker.policy.model import LoopGuard
 from broker.signing import AgentCredentials
 from broker.storage.backend import state_store
 from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace
+from tests.state_sql import state_sql
 from tests.test_untrusted_calls import MAIL_ACTIONS
 from tests.trail_helpers import on_state
 
 DAY_MS_AGO = 86_400_000
 
 
-def rows(database: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(database)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def wait_until_gone(database: Path, sql: str, seconds: float = 30.0) -> None:
+def wait_until_gone(ws: Workspace, sql: str, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
-    while rows(database, sql):
-        assert time.monotonic() < deadline, f"still there: {rows(database, sql)}"
+    while state_sql(ws, sql):
+        assert time.monotonic() < deadline, f"still there: {state_sql(ws, sql)}"
         time.sleep(0.1)  # the broker sweeps every 0.2 s here; bounded by the deadline
 
 
@@ -89,13 +80,13 @@ def test_old_final_calls_outside_values_and_budgets_are_dropped_and_the_rest_kep
         "idempotency_key, state, why, created_ms, updated_ms) VALUES ('lost-1', 'writer', 'k', "
         "'mail.forward', 't0', '', '{}', 'd', 'fw-0', 'outcome_unknown', '', 0, 0)",
     )
-    assert rows(ws.database, "SELECT count(*) FROM taint")[0][0] > 0
+    assert state_sql(ws, "SELECT count(*) FROM taint")[0][0] > 0
     with ws.broker(retention_interval="0.2s") as broker, broker.client(writer) as client:
-        wait_until_gone(ws.database, "SELECT call_id FROM calls WHERE state = 'done'")
-        wait_until_gone(ws.database, "SELECT * FROM taint")
-        wait_until_gone(ws.database, "SELECT id FROM outside_text")
-        wait_until_gone(ws.database, "SELECT * FROM budgets WHERE period < '2026-01-01'")
-        kept = {row[0] for row in rows(ws.database, "SELECT state FROM calls")}
+        wait_until_gone(ws, "SELECT call_id FROM calls WHERE state = 'done'")
+        wait_until_gone(ws, "SELECT * FROM taint")
+        wait_until_gone(ws, "SELECT id FROM outside_text")
+        wait_until_gone(ws, "SELECT * FROM budgets WHERE period < '2026-01-01'")
+        kept = {row[0] for row in state_sql(ws, "SELECT state FROM calls")}
         assert kept == {"pending", "outcome_unknown"}  # a human still needs them
         # the key's first answer is forgotten with it: the same write runs anew
         client.call("mail.forward", forward, idempotency_key="fw-1", task_id="t1")

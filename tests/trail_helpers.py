@@ -22,6 +22,7 @@ from broker.storage.sqlite_audit import SqliteAuditReader
 from broker.storage.sqlite_schema import audit_database
 from broker.storage.sqlite_state import SqliteState
 from broker.testing import Workspace
+from tests.state_sql import state_sql
 
 
 @contextlib.asynccontextmanager
@@ -107,8 +108,9 @@ def on_trail(ws: Workspace, *statements: str) -> None:
 
 
 def on_state(ws: Workspace, *statements: str) -> None:
-    """Run SQL on a workspace's broker.db, likewise."""
-    _run_sql(ws.database, statements)
+    """Run SQL on a workspace's state database (broker.db, or PostgreSQL), likewise."""
+    for statement in statements:
+        state_sql(ws, statement)
 
 
 def _run_sql(path: Path, statements: tuple[str, ...]) -> None:

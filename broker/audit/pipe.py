@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ class _Acks(asyncio.SubprocessProtocol):
             self.exited.set_result(0)
 
 
+HEADS_URL_ENV = "TOOLBROKER_HEADS_URL"
+
+
 @dataclass(frozen=True)
 class WriterOptions:
     """What the writer signs with and where it keeps each checkpoint besides audit.db."""
@@ -83,8 +87,15 @@ class WriterOptions:
     key_file: Path | None = None
     broker_id: str = ""
     heads: Path | None = None  # broker.db
+    heads_url: str | None = None  # or the PostgreSQL database of the state (replicas)
     witnesses: Sequence[dict[str, Any]] = ()
     log_calls: bool = False
+
+    def environment(self) -> dict[str, str] | None:
+        """The writer's environment: the broker's, and the heads' database URL if any."""
+        if self.heads_url is None:
+            return None
+        return {**os.environ, HEADS_URL_ENV: self.heads_url}
 
     def arguments(self) -> list[str]:
         """The writer's command-line arguments for these options."""
@@ -93,6 +104,8 @@ class WriterOptions:
             arguments += ["--key", str(self.key_file)]
         if self.heads is not None:
             arguments += ["--heads", str(self.heads)]
+        if self.heads_url is not None:  # its password stays out of the process list
+            arguments += ["--heads-url-env", HEADS_URL_ENV]
         if self.witnesses:
             arguments += ["--witnesses", json.dumps(list(self.witnesses))]
         if self.log_calls:
@@ -122,6 +135,7 @@ class AuditPipe:
             durability,
             *options.arguments(),
         ]
+        self._environment = options.environment()
         self._transport: asyncio.SubprocessTransport | None = None
         self._acks: _Acks | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -217,7 +231,12 @@ class AuditPipe:
         loop = asyncio.get_running_loop()
         try:
             transport, acks = await loop.subprocess_exec(
-                lambda: _Acks(self), *self._command, stdin=-1, stdout=-1, stderr=None
+                lambda: _Acks(self),
+                *self._command,
+                stdin=-1,
+                stdout=-1,
+                stderr=None,
+                env=self._environment,
             )
         except OSError as exc:
             log.error("cannot start the audit writer: %s", exc)

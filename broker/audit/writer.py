@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ from broker.audit.witnesses import Witness, witness_from
 from broker.signing import AgentCredentials
 from broker.storage.audit_ledger import AuditLedger
 from broker.storage.group_commit import WAL_CHECKPOINT_COMMITS
-from broker.storage.interfaces import Sign
+from broker.storage.interfaces import CheckpointKeeper, Sign
 from broker.storage.records import STEP_EVENTS, AuditRow, CheckpointRow, StoreError, record_hash
 from broker.storage.sqlite_heads import HeadsLedger
 
@@ -136,7 +137,7 @@ class Heads:
     """Where each signed checkpoint goes besides audit.db: broker.db, the log (stderr), the
     witnesses. A place that fails is logged; the checkpoint stands in the others."""
 
-    def __init__(self, ledger: HeadsLedger | None, posters: Posters | None) -> None:
+    def __init__(self, ledger: CheckpointKeeper | None, posters: Posters | None) -> None:
         self._ledger = ledger
         self._posters = posters
 
@@ -147,7 +148,9 @@ class Heads:
             try:
                 self._ledger.add(row)
             except StoreError as exc:
-                log.error("the audit head at record %d is not in broker.db: %s", row.seq, exc)
+                log.error(
+                    "the audit head at record %d is not kept with the state: %s", row.seq, exc
+                )
         with contextlib.suppress(OSError):  # a closed stderr must not stop the trail
             _write_all(sys.stderr.fileno(), (mark.line() + "\n").encode())
         if self._posters is not None:
@@ -313,7 +316,14 @@ def _heads(args: argparse.Namespace, sink: Sink) -> Heads:
         witness_from(config, args.broker_id) for config in json.loads(args.witnesses)
     ]
     posters = Posters(witnesses, sink.witness_state) if witnesses else None
-    return Heads(HeadsLedger(args.heads) if args.heads else None, posters)
+    ledger: CheckpointKeeper | None = None
+    if args.heads_url_env:
+        # psycopg takes 130 ms to import: only a writer whose state is on PostgreSQL pays it
+        pg_heads = importlib.import_module("broker.storage.pg_heads")
+        ledger = pg_heads.PgHeadsLedger(os.environ[args.heads_url_env])
+    elif args.heads:
+        ledger = HeadsLedger(args.heads)
+    return Heads(ledger, posters)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", type=Path, help="the audit key that signs checkpoints")
     parser.add_argument("--broker-id", default="", help="the broker whose chain this is")
     parser.add_argument("--heads", type=Path, help="broker.db: where checkpoints are kept too")
+    parser.add_argument(
+        "--heads-url-env", help="or: the variable holding the state's PostgreSQL URL"
+    )
     parser.add_argument("--witnesses", default="[]", help="the witnesses' settings, as JSON")
     parser.add_argument(
         "--log-calls", action="store_true", help="write each request's JSON line to stderr"

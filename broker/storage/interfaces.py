@@ -177,6 +177,17 @@ class AuditHeadStore(Protocol):
         """Keep a signed checkpoint."""
 
 
+class CheckpointKeeper(Protocol):
+    """How the audit writer process keeps each checkpoint with the state (a connection of its
+    own, used from its thread)."""
+
+    def add(self, row: CheckpointRow) -> None:
+        """Keep a signed checkpoint; StoreError if the state's database cannot take it."""
+
+    def close(self) -> None:
+        """Let go of the database."""
+
+
 class StateStore(Protocol):
     """The broker's own state (not the audit trail): one database, one backend."""
 

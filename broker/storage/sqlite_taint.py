@@ -115,7 +115,7 @@ class SqliteTaint:
         query = _TEXTS + f"({','.join('?' * len(ids))}) ORDER BY id"
         rows = await self._reads.run(lambda c: c.execute(query, tuple(ids)).fetchall())
         return [
-            TextSegment(source, origin, text, _marks(marks), task_id, at_ms, id_)
+            TextSegment(source, origin, text, parse_marks(marks), task_id, at_ms, id_)
             for id_, task_id, source, origin, marks, text, at_ms in rows
         ]
 
@@ -125,5 +125,6 @@ def _chars(conn: sqlite3.Connection, agent: str, source: str) -> int:
     return int(conn.execute(query, (agent, source)).fetchone()[0])
 
 
-def _marks(stored: str) -> tuple[tuple[int, str], ...]:
+def parse_marks(stored: str) -> tuple[tuple[int, str], ...]:
+    """A segment's marks as stored (JSON)."""
     return tuple((int(offset), str(path)) for offset, path in json.loads(stored))

@@ -8,7 +8,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from tests.servers.ports import ATTEMPTS, free_port
 
 START_S = 30.0
 
@@ -25,12 +26,6 @@ def minio_program() -> str | None:
     else one on PATH."""
     candidate = Path(sys.prefix) / "bin" / "minio"
     return str(candidate) if candidate.exists() else shutil.which("minio")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class MinioServer:
@@ -63,8 +58,8 @@ class MinioServer:
             "MINIO_ROOT_PASSWORD": self.secret_key,
             "MINIO_BROWSER": "off",
         }
-        for _ in range(3):  # a port picked free may be taken meanwhile by another suite
-            port = _free_port()
+        for _ in range(ATTEMPTS):
+            port = free_port()
             self.endpoint = f"http://127.0.0.1:{port}"
             log = (self._folder / "minio.log").open("wb")
             self._process = subprocess.Popen(

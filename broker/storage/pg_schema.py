@@ -1,0 +1,105 @@
+"""The PostgreSQL schema of the broker's state, as numbered migrations (``broker migrate``
+applies them; a broker starting applies any that are missing, replicas taking turns).
+
+The tables mean what their SQLite namesakes mean (``sqlite_schema``); the differences are
+PostgreSQL's: BIGINT for times in milliseconds, BYTEA for ciphertext, and BYTEA for outside
+values and text, which hold U+0000 (a TEXT column refuses it) and are compared exactly.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the state of one broker, as SQLite's broker.db holds it at its version 13
+    """
+    CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        agent TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        intent TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        why TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        escalate_at_ms BIGINT NOT NULL DEFAULT 0,
+        expires_at_ms BIGINT NOT NULL DEFAULT 0,
+        reminded INTEGER NOT NULL DEFAULT 0,
+        decided_by TEXT NOT NULL DEFAULT '',
+        decided_ms BIGINT NOT NULL DEFAULT 0,
+        note TEXT NOT NULL DEFAULT '',
+        outcome TEXT NOT NULL DEFAULT '',
+        slack TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX calls_idempotency ON calls (agent, idempotency_key)
+        WHERE idempotency_key != '';
+    CREATE INDEX calls_state ON calls (state, expires_at_ms);
+    CREATE INDEX calls_updated ON calls (updated_ms);
+    CREATE TABLE freezes (
+        agent TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        frozen_by TEXT NOT NULL,
+        ts_ms BIGINT NOT NULL
+    );
+    CREATE TABLE budgets (
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        calls BIGINT NOT NULL,
+        cost BIGINT NOT NULL,
+        alerted INTEGER NOT NULL DEFAULT 0,
+        updated_ms BIGINT NOT NULL DEFAULT 0,
+        PRIMARY KEY (scope, period)
+    );
+    CREATE TABLE taint (
+        agent TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value BYTEA NOT NULL,
+        origin TEXT NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        PRIMARY KEY (agent, task_id, kind, value)
+    );
+    CREATE INDEX taint_time ON taint (agent, ts_ms);
+    CREATE INDEX taint_at ON taint (ts_ms);
+    CREATE TABLE outside_text (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        agent TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        marks TEXT NOT NULL,
+        text BYTEA NOT NULL,
+        chars BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL
+    );
+    CREATE INDEX outside_text_task ON outside_text (agent, task_id);
+    CREATE INDEX outside_text_time ON outside_text (agent, source, at_ms);
+    CREATE INDEX outside_text_at ON outside_text (at_ms);
+    CREATE TABLE secrets (
+        name TEXT PRIMARY KEY,
+        nonce BYTEA NOT NULL,
+        ciphertext BYTEA NOT NULL,
+        created_ms BIGINT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        last_used_ms BIGINT
+    );
+    CREATE TABLE secrets_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version BIGINT NOT NULL
+    );
+    INSERT INTO secrets_version (id, version) VALUES (1, 0);
+    CREATE TABLE audit_heads (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        head_hash TEXT NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        broker_id TEXT NOT NULL
+    );
+    """,
+]
