@@ -139,7 +139,7 @@ class Broker:
         self.http_port = 0
         self._lock = DataDirLock(settings.data_dir)
         self._state: StateStore = state_store(settings, env=self._env)
-        self._audit_reader: AuditReader = audit_reader(settings)
+        self._audit_reader: AuditReader = audit_reader(settings, self._env)
         self._trail: AuditTrail | None = None
         self._server: aio.Server | None = None
         # big answers are worked on in processes of their own (see broker.workers)
@@ -240,7 +240,7 @@ class Broker:
             broker_id=self.settings.broker_id,
             # the checkpoints are kept with the state, wherever it is
             heads=None if url else self.settings.database,
-            heads_url=url,
+            state_url=url,
             witnesses=[w.model_dump() for w in self.settings.audit_witnesses],
             log_calls=True,
         )

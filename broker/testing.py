@@ -36,10 +36,11 @@ from aiohttp import WSMsgType, web
 
 from broker.approvals.admin import admin_key_path
 from broker.client import AdminClient, ApprovalPending, BrokerClient, ToolResult
+from broker.commands.storage_access import with_audit
 from broker.server import Broker
 from broker.settings import BrokerSettings, load_settings
 from broker.signing import AgentCredentials
-from broker.storage.records import AuditRow
+from broker.storage.records import AuditQuery, AuditRow
 from broker.storage.sqlite_audit import read_audit_rows
 
 
@@ -479,10 +480,14 @@ class RunningBroker:
         self.stop()
 
 
-def read_audit(database: Path, call_id: str | None = None) -> list[AuditRow]:
-    """The audit records beside a broker's database (or one call's), in chain order: what a
-    test asserts on, read while the broker runs or after it stopped."""
-    return read_audit_rows(database, call_id)
+def read_audit(source: Path | BrokerSettings, call_id: str | None = None) -> list[AuditRow]:
+    """The audit records of a broker (or one call's), in chain order: what a test asserts on,
+    read while the broker runs or after it stopped. ``source``: the broker's settings (the
+    trail wherever they put it), or the SQLite database file beside which it is."""
+    if isinstance(source, Path):
+        return read_audit_rows(source, call_id)
+    query = AuditQuery({"call_id": call_id} if call_id else {})
+    return with_audit(source, lambda reader: reader.query(query), required=False)
 
 
 def await_decision(client: BrokerClient, call_id: str, seconds: float = 10.0) -> ToolResult:
@@ -556,3 +561,16 @@ class Workspace:
     def database(self) -> Path:
         """The broker's SQLite file."""
         return self.root / "data" / "broker.db"
+
+    def audit(self, call_id: str | None = None) -> list[AuditRow]:
+        """The trail of this workspace's broker (or one call's), on SQLite or PostgreSQL."""
+        if self.database_url is None:
+            return read_audit(self.database, call_id)
+        where = BrokerSettings(
+            broker_id=self.broker_id,
+            data_dir=self.root / "data",
+            policies=self.root / "policies",
+            tools=self.root / "tools",
+            database_url=self.database_url,
+        )
+        return read_audit(where, call_id)

@@ -14,7 +14,7 @@ from broker import errors
 from broker.approvals.call_events import CallEvents
 from broker.client import AdminClient, ApprovalPending, BrokerClient
 from broker.signing import AgentCredentials
-from broker.testing import FakeUpstream, Reply, Workspace, await_decision, read_audit
+from broker.testing import FakeUpstream, Reply, Workspace, await_decision
 from tests.state_sql import state_sql
 
 PAY = {"id": "INV-1", "amount": 120}
@@ -60,7 +60,7 @@ def test_a_write_waits_and_runs_once_an_operator_approves(
         with pytest.raises(errors.AlreadyDecided, match="already"):
             admin.decide(asked.call_id, approve=False)
     assert len(upstream.requests) == 1
-    decisions = [r.decision for r in read_audit(ws.database, asked.call_id)]
+    decisions = [r.decision for r in ws.audit(asked.call_id)]
     assert decisions[:2] == ["received", "pending"]
     assert "done" in decisions
 
@@ -198,7 +198,7 @@ def test_a_freeze_takes_effect_on_the_next_request_everywhere(
                 reader.call("invoices.list", {})
             admin.unfreeze(everyone=True)
     assert [r.path for r in upstream.requests] == ["/invoices", "/invoices"]
-    rows = read_audit(ws.database)
+    rows = ws.audit()
     assert any(r.rpc == "freeze" and r.agent == "local-admin" for r in rows)
 
 
@@ -259,7 +259,7 @@ def test_a_freeze_stops_an_approved_call_that_has_not_started(
             with pytest.raises(errors.AgentFrozen, match="stolen"):
                 await_decision(client, asked.call_id)
     assert upstream.requests == []
-    final = [r for r in read_audit(ws.database, asked.call_id) if r.rpc == "call"][-1]
+    final = [r for r in ws.audit(asked.call_id) if r.rpc == "call"][-1]
     assert (final.event, final.reason) == ("refused", "AGENT_FROZEN")
 
 

@@ -86,7 +86,7 @@ def test_an_intact_trail_verifies(
     code, out = cli_verify(ws, capsys)
     assert code == 0, out
     assert out.startswith("ok: ")
-    rows = read_audit(ws.database)
+    rows = ws.audit()
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert all(r.prev_hash == p.hash for p, r in itertools.pairwise(rows))
 
@@ -163,12 +163,12 @@ def test_a_forged_checkpoint_is_caught(
 def test_prune_keeps_a_signed_anchor_so_the_rest_verifies(
     ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rows = read_audit(ws.database)
+    rows = ws.audit()
     cut = rows[len(rows) // 2]
     config = str(ws.root / "broker.yaml")
     when = _iso(cut.ts_ms + 1)
     assert main(["audit", "prune", "--before", when, "--config", config]) == 0
-    remaining = read_audit(ws.database)
+    remaining = ws.audit()
     assert remaining
     assert remaining[0].ts_ms > cut.ts_ms
     assert cli_verify(ws, capsys)[0] == 0
@@ -182,7 +182,7 @@ def test_prune_keeps_a_signed_anchor_so_the_rest_verifies(
 def test_a_prune_that_cannot_write_says_so_and_removes_nothing(
     ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = read_audit(ws.database)
+    before = ws.audit()
     config = ["--config", str(ws.root / "broker.yaml")]
     holder = sqlite3.connect(audit_database(ws.database), isolation_level=None)
     holder.execute("PRAGMA busy_timeout=0")
@@ -196,7 +196,7 @@ def test_a_prune_that_cannot_write_says_so_and_removes_nothing(
     assert code == 4
     assert "cannot prune the audit trail: database is locked" in err
     assert "Traceback" not in err
-    assert read_audit(ws.database) == before
+    assert ws.audit() == before
     assert cli_verify(ws, capsys)[0] == 0
 
 
@@ -208,7 +208,7 @@ def test_a_query_where_the_audit_database_is_gone_says_so(
     code = main(["audit", "query", "--config", str(ws.root / "broker.yaml")])
     err = capsys.readouterr().err
     assert code == 4
-    assert f"there is no database at {audit_database(ws.database)}" in err
+    assert f"there is no audit trail at {audit_database(ws.database)}" in err
 
 
 def _iso(ms: int) -> str:
@@ -252,7 +252,7 @@ def test_export_and_tail(
     config = ["--config", str(ws.root / "broker.yaml")]
     assert main(["audit", "export", *config]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(read_audit(ws.database))
+    assert len(lines) == len(ws.audit())
     assert all(json.loads(line)["hash"] for line in lines)
     assert main(["audit", "tail", *config, "-n", "3", "-f", "--for", "1s"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
@@ -279,7 +279,7 @@ def test_show_tells_the_whole_story_of_a_call(
 
 
 def test_each_step_is_a_record_with_its_facts(ws: Workspace, trail: dict[str, Any]) -> None:
-    story = {r.event: r for r in read_audit(ws.database, trail["paid"])}
+    story = {r.event: r for r in ws.audit(trail["paid"])}
     # the agent's Await of the call is part of its story too
     assert list(story) == ["received", "pending", "approved", "decided", "executed", "await"]
     arrived = story["received"]
@@ -294,7 +294,7 @@ def test_each_step_is_a_record_with_its_facts(ws: Workspace, trail: dict[str, An
     # an approved call's execution records the arguments that ran (as stored for approval)
     assert json.loads(story["executed"].arguments) == {"id": "1", "amount": 5}
     # a call that runs at once keeps them once, in the record of its arrival
-    read = {r.event: r for r in read_audit(ws.database, trail["read"])}
+    read = {r.event: r for r in ws.audit(trail["read"])}
     assert list(read) == ["received", "decided", "executed"]
     assert json.loads(read["received"].arguments) == {"supplier": "A"}
     assert read["decided"].arguments == read["executed"].arguments == ""
@@ -303,7 +303,7 @@ def test_each_step_is_a_record_with_its_facts(ws: Workspace, trail: dict[str, An
     assert len(story["executed"].result_digest) == 64
     assert story["decided"].cost == 1
     assert story["approved"].detail == '{"note":"fine","by":"admin:local-admin"}'
-    assert all(r.policy_hash for r in read_audit(ws.database, trail["read"]))
+    assert all(r.policy_hash for r in ws.audit(trail["read"]))
 
 
 def test_one_json_log_line_per_request(
@@ -324,7 +324,7 @@ def test_one_json_log_line_per_request(
     # the head the writer signed at the stop is in the log too, where deleting audit.db
     # cannot reach it
     (head,) = [line for line in lines if line["event"] == "audit_checkpoint"]
-    last = read_audit(ws.database)[-1]
+    last = ws.audit()[-1]
     assert (head["kind"], head["seq"], head["head_hash"]) == ("stop", last.seq, last.hash)
     assert head["broker_id"] == ws.broker_id
 
@@ -568,7 +568,7 @@ def test_a_writer_that_dies_is_replaced_and_no_answer_leaves_unrecorded(
             if len(answered) > 3:
                 break
     assert len(answered) > 3, f"{refused} calls refused, the writer never came back"
-    recorded = {r.call_id for r in read_audit(ws.database) if r.event == "executed"}
+    recorded = {r.call_id for r in ws.audit() if r.event == "executed"}
     assert set(answered) <= recorded
     assert cli_verify(ws, capsys)[0] == 0
 

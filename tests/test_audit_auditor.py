@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
-from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace, read_audit
+from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace
 
 # Written from docs/audit.md ("Checking a trail without the broker"), with cryptography only.
 AUDITOR_SCRIPT = textwrap.dedent(
@@ -70,7 +70,7 @@ def exported(
         with ws.broker(audit_witnesses=witnesses) as broker, broker.client(agent) as client:
             for n in range(6):
                 client.call("invoices.list", {"limit": n}, intent=f"look {n}")
-        records = len(read_audit(ws.database))
+        records = len(ws.audit())
         config = str(ws.root / "broker.yaml")
         capsys.readouterr()
         assert main(["audit", "key", "--config", config]) == 0

@@ -20,7 +20,7 @@ from broker.signing import AgentCredentials
 from broker.storage.audit_ledger import INSERT_CHECKPOINT, checkpoint_values
 from broker.storage.records import AUDIT_COLUMNS, record_hash
 from broker.storage.sqlite_schema import audit_database
-from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace, read_audit
+from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace
 from tests.trail_helpers import cli_verify, on_state, on_trail
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
@@ -53,7 +53,7 @@ def serve_calls(
             client.call("invoices.list", {"limit": n})
             time.sleep(pause)  # time-based checkpoints: let some intervals pass
         client.call("invoices.pay", {"id": "INV-1", "amount": 10}, idempotency_key="pay-1")
-    return len(read_audit(ws.database))
+    return len(ws.audit())
 
 
 def test_an_untouched_trail_verifies_against_every_place_its_head_is_kept(
@@ -221,7 +221,7 @@ def test_a_forked_chain_re_signed_with_another_key_is_caught(
     records = serve_calls(ws, upstream, witness)
     rewrite_from(ws, records - 4)
     forger = Signer(AgentCredentials.generate("broker-audit"), ws.broker_id)
-    head = read_audit(ws.database)[-1]
+    head = ws.audit()[-1]
     forged = forger(head.seq, head.hash, head.ts_ms + 1, "stop")
     on_trail(ws, "DELETE FROM audit_checkpoints")
     with sqlite3.connect(audit_database(ws.database), isolation_level=None) as conn:

@@ -16,7 +16,7 @@ import pytest
 from broker.cli import main
 from broker.client import BrokerClient
 from broker.storage.sqlite_schema import audit_database
-from broker.testing import FakeUpstream, Workspace, read_audit
+from broker.testing import FakeUpstream, Workspace
 from tests.broker_process import bound_port, start_broker, wait_serving
 
 STOP_S = 30.0
@@ -92,7 +92,7 @@ def test_the_head_is_signed_at_every_kind_of_stop(
     ws: Workspace, upstream: FakeUpstream, how: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log = serve_and_stop(ws, how)
-    records = read_audit(ws.database)
+    records = ws.audit()
     seq, kind, head = last_checkpoint(ws.database)
     assert (seq, kind, head) == (records[-1].seq, "stop", records[-1].hash)
     # kept outside audit.db too: in broker.db and in the log

@@ -17,7 +17,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace, read_audit
+from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace
 from tests.conftest import unavailable
 from tests.servers.minio import MinioServer, minio_program
 from tests.trail_helpers import cli_verify, on_state, on_trail
@@ -33,7 +33,7 @@ def reads(ws: Workspace, upstream: FakeUpstream, count: int = 5, **config: Any) 
     with ws.broker(**config) as broker, broker.client(agent) as client:
         for n in range(count):
             client.call("invoices.list", {"limit": n})
-    return len(read_audit(ws.database))
+    return len(ws.audit())
 
 
 def wipe(ws: Workspace) -> None:
@@ -87,7 +87,7 @@ def test_a_witness_that_is_down_holds_no_call_and_gets_its_checkpoints_when_back
             assert code == 0, out
             until(lambda: metric(broker.http_url, down, witness.url) == 0.0, "back in metrics")
             until(lambda: metric(broker.http_url, waiting, witness.url) == 0.0, "none waiting")
-        records = read_audit(ws.database)
+        records = ws.audit()
         # in order, the last head (signed at the stop, or by the clock just before) last
         assert [m["seq"] for m in witness.held] == sorted(m["seq"] for m in witness.held)
         assert witness.held[-1]["seq"] == records[-1].seq

@@ -17,7 +17,7 @@ import pytest
 
 from broker.client import ApprovalPending
 from broker.stages.provenance import DROPPED
-from broker.testing import FakeUpstream, Reply, Workspace, read_audit
+from broker.testing import FakeUpstream, Reply, Workspace
 from broker.untrusted.results import clean_result
 from broker.workers import Workers
 from tests.pages import html_page
@@ -67,7 +67,7 @@ def test_a_4_mib_page_does_not_stall_other_calls(ws: Workspace, upstream: FakeUp
     assert "Ignore previous instructions" not in result.result_json
     assert len(latencies) >= 5, "the page came back before other calls could run beside it"
     assert max(latencies) < STALL_BOUND_S, sorted(latencies)[-5:]
-    story = {r.event: r for r in read_audit(ws.database, result.call_id)}
+    story = {r.event: r for r in ws.audit(result.call_id)}
     assert story["executed"].result_size == len(result.result_json.encode())
 
 

@@ -12,7 +12,7 @@ from broker import errors
 from broker.client import AsyncBrokerClient, BrokerClient, ToolError
 from broker.signing import AgentCredentials
 from broker.storage.sqlite_schema import audit_database
-from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace, read_audit
+from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
 
 
 def test_a_good_read_reaches_the_upstream_and_returns_done(
@@ -32,7 +32,7 @@ def test_a_good_read_reaches_the_upstream_and_returns_done(
     assert request.path == "/invoices"
     assert request.query == [("supplier", "ACME"), ("limit", "5")]
     assert request.body == b""
-    row = read_audit(ws.database, result.call_id)[-1]
+    row = ws.audit(result.call_id)[-1]
     assert (row.decision, row.reason, row.upstream_status) == ("done", "", 200)
     assert (row.agent, row.tool, row.task_id, row.intent) == (
         "invoice-agent",
@@ -84,7 +84,7 @@ def test_a_tool_not_granted_is_refused_and_audited(ws: Workspace, upstream: Fake
         assert [t.name for t in client.list_tools()] == ["invoices.list"]
     assert upstream.requests == []
     assert refused.value.status_code.name == "PERMISSION_DENIED"
-    row = read_audit(ws.database, refused.value.call_id)[-1]
+    row = ws.audit(refused.value.call_id)[-1]
     assert (row.agent, row.tool, row.decision, row.reason) == (
         "reader",
         "invoices.pay",
@@ -107,7 +107,7 @@ def test_an_unknown_tool_is_not_found(client: BrokerClient, ws: Workspace) -> No
     with pytest.raises(errors.UnknownTool) as refused:
         client.call("payroll.run", {})
     assert refused.value.status_code.name == "NOT_FOUND"
-    row = read_audit(ws.database, refused.value.call_id)[-1]
+    row = ws.audit(refused.value.call_id)[-1]
     assert row.reason == "UNKNOWN_TOOL"
 
 
@@ -130,7 +130,7 @@ def test_invalid_arguments_name_the_argument_and_rule(
         client.call("invoices.get", arguments)
     assert refused.value.status_code.name == "INVALID_ARGUMENT"
     assert upstream.requests == []
-    row = read_audit(ws.database, refused.value.call_id)[-1]
+    row = ws.audit(refused.value.call_id)[-1]
     assert (row.decision, row.reason) == ("refused", "INVALID_ARGUMENTS")
 
 
@@ -143,7 +143,7 @@ def test_an_upstream_4xx_is_a_tool_error_with_its_body(
     result = failed.value.result
     assert (result.state, result.upstream_status) == ("TOOL_ERROR", 404)
     assert result.result == {"error": "no invoice INV-9"}
-    row = read_audit(ws.database, result.call_id)[-1]
+    row = ws.audit(result.call_id)[-1]
     assert (row.decision, row.upstream_status) == ("tool_error", 404)
 
 
@@ -181,7 +181,7 @@ def test_an_upstream_that_is_down_is_unavailable(ws: Workspace) -> None:
     ):
         client.call("ledger.read", {})
     assert down.value.status_code.name == "UNAVAILABLE"
-    row = read_audit(ws.database, down.value.call_id)[-1]
+    row = ws.audit(down.value.call_id)[-1]
     assert (row.decision, row.reason) == ("failed", "UPSTREAM_UNAVAILABLE")
 
 
@@ -276,10 +276,10 @@ def test_no_answer_leaves_without_its_audit_row(
         blocker.execute("ROLLBACK")
         blocker.close()
     assert failed.value.status_code.name == "UNAVAILABLE"
-    assert read_audit(ws.database, failed.value.call_id) == []
+    assert ws.audit(failed.value.call_id) == []
     # once the database is free again, calls are audited and answered
     result = client.call("invoices.list", {})
-    assert read_audit(ws.database, result.call_id)[-1].decision == "done"
+    assert ws.audit(result.call_id)[-1].decision == "done"
 
 
 def test_line_breaks_in_arguments_cannot_add_headers(

@@ -11,7 +11,7 @@ import pytest
 from broker import errors
 from broker.client import BrokerClient
 from broker.signing import AgentCredentials, now_ms
-from broker.testing import FakeUpstream, RunningBroker, Workspace, read_audit
+from broker.testing import FakeUpstream, RunningBroker, Workspace
 from broker.v1 import broker_pb2 as pb
 
 
@@ -124,7 +124,7 @@ def test_each_failure_has_its_own_reason_and_is_audited(
     assert error.reason == reason
     assert message in error.message
     assert upstream.requests == []
-    row = read_audit(ws.database, error.call_id)[-1]
+    row = ws.audit(error.call_id)[-1]
     assert (row.decision, row.reason, row.agent) == ("refused", reason, "")
 
 

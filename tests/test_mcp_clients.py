@@ -21,7 +21,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from broker.signing import AgentCredentials
-from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace, read_audit
+from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
 from tests.mcp_helpers import (
     http_client,
     http_front,
@@ -189,7 +189,7 @@ def test_each_token_signs_as_its_own_agent_and_never_reaches_the_upstream(
     with http_front(ws, [agent, other]) as (url, _):
         assert anyio.run(names, url, TOKEN) == {"invoices.list", "invoices.get"}
         assert anyio.run(names, url, OTHER_TOKEN) == {"invoices.get"}
-    callers = [row.agent for row in read_audit(ws.database) if row.tool == "invoices.get"]
+    callers = [row.agent for row in ws.audit() if row.tool == "invoices.get"]
     assert set(callers) == {"invoice-agent", "metrics-agent"}
     for request in upstream.requests:
         seen = json.dumps(request.headers) + request.path + request.body.decode(errors="replace")

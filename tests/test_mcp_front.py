@@ -25,7 +25,6 @@ from broker.testing import (
     Reply,
     RunningBroker,
     Workspace,
-    read_audit,
 )
 from tests.mcp_helpers import (
     front_args,
@@ -346,9 +345,7 @@ def test_the_audit_of_an_mcp_call_differs_from_a_grpc_call_only_by_its_front(
             ).call_id
         )
     volatile = {"ts_ms", "call_id", "nonce", "latency_us", "seq", "prev_hash", "hash"}
-    mcp_rows, grpc_rows = (
-        [_stable(r, volatile) for r in read_audit(ws.database, c)] for c in calls
-    )
+    mcp_rows, grpc_rows = ([_stable(r, volatile) for r in ws.audit(c)] for c in calls)
     assert [row["event"] for row in mcp_rows] == [row["event"] for row in grpc_rows]
     for mcp_row, grpc_row in zip(mcp_rows, grpc_rows, strict=True):
         detail = json.loads(mcp_row.pop("detail"))

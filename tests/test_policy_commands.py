@@ -17,7 +17,7 @@ from broker.commands.policy_commands import SCHEMAS, json_schema
 from broker.commands.storage_access import with_audit
 from broker.policy.check import check_folders
 from broker.policy.replay import replay
-from broker.testing import FakeUpstream, Reply, Workspace, await_decision, read_audit
+from broker.testing import FakeUpstream, Reply, Workspace, await_decision
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -342,7 +342,7 @@ def test_replay_finds_the_arguments_of_a_call_that_arrived_before_its_window(
     upstream.respond = slowly
     with ws.broker() as broker, broker.client(credentials) as client:
         call_id = client.call("invoices.list", {"supplier": "ACME"}).call_id
-    story = {row.event: row for row in read_audit(ws.database, call_id)}
+    story = {row.event: row for row in ws.audit(call_id)}
     assert story["executed"].arguments == ""  # kept in the received record only
     # a window that starts after the call arrived and before it ended
     since_ms = story["received"].ts_ms + 100

@@ -12,7 +12,7 @@ from broker import errors
 from broker.client import ApprovalPending, BrokerClient, ToolError
 from broker.policy.check import check_folders
 from broker.policy.evaluate import Decision, PolicySet, outside_values
-from broker.testing import FakeUpstream, Reply, Workspace, read_audit
+from broker.testing import FakeUpstream, Reply, Workspace
 
 SCHEMA = {
     "type": "object",
@@ -307,7 +307,7 @@ def test_argument_not_allowed_through_the_broker(ws: Workspace, upstream: FakeUp
     assert refused.value.status_code.name == "PERMISSION_DENIED"
     assert "argument 'amount' = 100.001 breaks max: must be at most 100" in refused.value.message
     assert len(upstream.requests) == 1
-    row = read_audit(ws.database, refused.value.call_id)[-1]
+    row = ws.audit(refused.value.call_id)[-1]
     assert (row.decision, row.reason) == ("refused", "ARGUMENT_NOT_ALLOWED")
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from broker import errors
 from broker.signing import AgentCredentials
-from broker.testing import FakeUpstream, Workspace, read_audit
+from broker.testing import FakeUpstream, Workspace
 
 
 def _policy(credentials: AgentCredentials, grants: list[str]) -> str:
@@ -30,8 +30,8 @@ def test_reload_puts_a_new_set_in_force_and_audits_its_hash(
         ws.write("policies/reader.yaml", _policy(credentials, ["invoices.list", "invoices.get"]))
         assert broker.reload()
         after = client.call("invoices.get", {"id": "INV-1"})
-    first = read_audit(ws.database, before.call_id)[0].policy_hash
-    second = read_audit(ws.database, after.call_id)[0].policy_hash
+    first = ws.audit(before.call_id)[0].policy_hash
+    second = ws.audit(after.call_id)[0].policy_hash
     assert first != second
     assert len(second) == 64
 

@@ -77,7 +77,7 @@ class _Acks(asyncio.SubprocessProtocol):
             self.exited.set_result(0)
 
 
-HEADS_URL_ENV = "TOOLBROKER_HEADS_URL"
+STATE_URL_ENV = "TOOLBROKER_STATE_URL"
 
 
 @dataclass(frozen=True)
@@ -87,15 +87,15 @@ class WriterOptions:
     key_file: Path | None = None
     broker_id: str = ""
     heads: Path | None = None  # broker.db
-    heads_url: str | None = None  # or the PostgreSQL database of the state (replicas)
+    state_url: str | None = None  # or the state's PostgreSQL: the trail and heads go there
     witnesses: Sequence[dict[str, Any]] = ()
     log_calls: bool = False
 
     def environment(self) -> dict[str, str] | None:
-        """The writer's environment: the broker's, and the heads' database URL if any."""
-        if self.heads_url is None:
+        """The writer's environment: the broker's, and the state's database URL if any."""
+        if self.state_url is None:
             return None
-        return {**os.environ, HEADS_URL_ENV: self.heads_url}
+        return {**os.environ, STATE_URL_ENV: self.state_url}
 
     def arguments(self) -> list[str]:
         """The writer's command-line arguments for these options."""
@@ -104,8 +104,8 @@ class WriterOptions:
             arguments += ["--key", str(self.key_file)]
         if self.heads is not None:
             arguments += ["--heads", str(self.heads)]
-        if self.heads_url is not None:  # its password stays out of the process list
-            arguments += ["--heads-url-env", HEADS_URL_ENV]
+        if self.state_url is not None:  # its password stays out of the process list
+            arguments += ["--state-url-env", STATE_URL_ENV]
         if self.witnesses:
             arguments += ["--witnesses", json.dumps(list(self.witnesses))]
         if self.log_calls:

@@ -16,10 +16,13 @@ log is fsynced. Any failure (a full disk, a read-only or locked file) rolls the 
 back and is acknowledged as a failure with SQLite's message: the broker then refuses the call.
 
 Run by the broker: ``python -m broker.audit.writer --database data/audit.db --durability fsync
-[--key data/audit.key --broker-id ID] [--heads data/broker.db] [--witnesses JSON]
-[--log-calls]``. It ignores SIGINT and SIGTERM (a stop of the whole process group, as Ctrl-C or
-systemd send, reaches the broker too, which then closes the pipe) and stops at the end of its
-input (the broker closed the pipe, or died): either way it signs the head first.
+[--key data/audit.key --broker-id ID] [--heads data/broker.db | --state-url-env VAR]
+[--witnesses JSON] [--log-calls]``. With the state on PostgreSQL (``--state-url-env``), the
+trail and its heads are there instead: one chain that every replica's writer extends, a batch
+at a time (``broker.storage.pg_audit_ledger``). It ignores SIGINT and SIGTERM (a stop of the
+whole process group, as Ctrl-C or systemd send, reaches the broker too, which then closes the
+pipe) and stops at the end of its input (the broker closed the pipe, or died): either way it
+signs the head first.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from broker.audit.witnesses import Witness, witness_from
 from broker.signing import AgentCredentials
 from broker.storage.audit_ledger import AuditLedger
 from broker.storage.group_commit import WAL_CHECKPOINT_COMMITS
-from broker.storage.interfaces import CheckpointKeeper, Sign
+from broker.storage.interfaces import ChainHead, CheckpointKeeper, Sign, TrailLedger
 from broker.storage.records import STEP_EVENTS, AuditRow, CheckpointRow, StoreError, record_hash
 from broker.storage.sqlite_heads import HeadsLedger
 
@@ -90,7 +93,7 @@ def log_line(row: AuditRow) -> str | None:
 class Chain:
     """The head of the hash chain and the checkpoint schedule (this process owns both)."""
 
-    def __init__(self, ledger: AuditLedger, signer: Sign | None) -> None:
+    def __init__(self, ledger: TrailLedger, signer: Sign | None) -> None:
         self._signer = signer
         last, mark = ledger.head()
         self.seq, self.head = last or (0, "")
@@ -116,7 +119,7 @@ class Chain:
         now = int(time.time() * 1000)
         return after_s is not None and now - self.last_checkpoint_ms >= after_s * 1000
 
-    def checkpoint(self, ledger: AuditLedger, kind: str = "periodic") -> CheckpointRow:
+    def checkpoint(self, ledger: TrailLedger, kind: str = "periodic") -> CheckpointRow:
         """Sign the head, inside the current transaction."""
         assert self._signer is not None
         now = int(time.time() * 1000)
@@ -125,11 +128,12 @@ class Chain:
         self.since_checkpoint, self.last_checkpoint_ms = 0, now
         return mark
 
-    def state(self) -> tuple[int, str, int, int]:
+    def state(self) -> ChainHead:
         return self.seq, self.head, self.since_checkpoint, self.last_checkpoint_ms
 
-    def restore(self, state: tuple[int, str, int, int]) -> None:
-        """Undo the links of a transaction that was rolled back."""
+    def restore(self, state: ChainHead) -> None:
+        """Undo the links of a transaction that was rolled back, or take the head another
+        writer of a shared chain left."""
         self.seq, self.head, self.since_checkpoint, self.last_checkpoint_ms = state
 
 
@@ -169,14 +173,14 @@ class Writer:
 
     def __init__(
         self,
-        database: Path,
+        ledger: TrailLedger,
         durability: str,
         signer: Sign | None,
         calls_log: int | None = None,
         heads: Heads | None = None,
     ) -> None:
         self._calls_log = calls_log  # where each request's JSON line goes (the broker: stderr)
-        self._ledger = AuditLedger(database)
+        self._ledger = ledger
         self._chain = Chain(self._ledger, signer)
         self._heads = heads or Heads(None, None)
         self._fsync = durability == "fsync"
@@ -230,8 +234,11 @@ class Writer:
         before = self._chain.state()
         mark = None
         try:
-            with self._ledger.transaction():
-                rows = [self._chain.link(values) for b in batches for values in b.rows]
+            with self._ledger.transaction() as shared:
+                if shared is not None:
+                    self._chain.restore(shared)
+                storable = self._ledger.storable
+                rows = [self._chain.link(storable(v)) for b in batches for v in b.rows]
                 if rows:
                     self._ledger.insert(rows)
                 after = min(
@@ -239,6 +246,8 @@ class Writer:
                 )
                 if self._chain.checkpoint_due(after):
                     mark = self._chain.checkpoint(self._ledger)
+                if shared is not None:
+                    self._ledger.keep_head(self._chain.state())
         except StoreError as exc:
             self._chain.restore(before)
             return str(exc)
@@ -248,9 +257,15 @@ class Writer:
         """Sign the head as it is at the stop (so a tail cut later is caught even if the
         broker never runs again), copy the log into the database, close."""
         try:
-            if self._chain.checkpoint_due(0.0):
-                with self._ledger.transaction():
+            mark = None
+            with self._ledger.transaction() as shared:
+                if shared is not None:
+                    self._chain.restore(shared)
+                if self._chain.checkpoint_due(0.0):
                     mark = self._chain.checkpoint(self._ledger, "stop")
+                    if shared is not None:
+                        self._ledger.keep_head(self._chain.state())
+            if mark is not None:
                 self._ledger.sync()
                 self._heads.publish(mark)
         except StoreError as exc:
@@ -317,13 +332,21 @@ def _heads(args: argparse.Namespace, sink: Sink) -> Heads:
     ]
     posters = Posters(witnesses, sink.witness_state) if witnesses else None
     ledger: CheckpointKeeper | None = None
-    if args.heads_url_env:
+    if args.state_url_env:
         # psycopg takes 130 ms to import: only a writer whose state is on PostgreSQL pays it
         pg_heads = importlib.import_module("broker.storage.pg_heads")
-        ledger = pg_heads.PgHeadsLedger(os.environ[args.heads_url_env])
+        ledger = pg_heads.PgHeadsLedger(os.environ[args.state_url_env])
     elif args.heads:
         ledger = HeadsLedger(args.heads)
     return Heads(ledger, posters)
+
+
+def _trail(args: argparse.Namespace) -> TrailLedger:
+    if args.state_url_env:
+        pg_ledger = importlib.import_module("broker.storage.pg_audit_ledger")
+        shared: TrailLedger = pg_ledger.PgAuditLedger(os.environ[args.state_url_env])
+        return shared
+    return AuditLedger(args.database)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker-id", default="", help="the broker whose chain this is")
     parser.add_argument("--heads", type=Path, help="broker.db: where checkpoints are kept too")
     parser.add_argument(
-        "--heads-url-env", help="or: the variable holding the state's PostgreSQL URL"
+        "--state-url-env",
+        help="or: the variable holding the state's PostgreSQL URL (the trail and its heads "
+        "go there, one chain shared by every replica)",
     )
     parser.add_argument("--witnesses", default="[]", help="the witnesses' settings, as JSON")
     parser.add_argument(
@@ -350,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log_to = sys.stderr.fileno() if args.log_calls else None
         signer = _signer(args.key, args.broker_id)
-        writer = Writer(args.database, args.durability, signer, log_to, _heads(args, sink))
+        writer = Writer(_trail(args), args.durability, signer, log_to, _heads(args, sink))
     except (StoreError, OSError, ValueError, KeyError) as exc:
-        log.error("cannot start the audit writer for %s: %s", args.database, exc)
+        log.error("cannot start the audit writer: %s", exc)
         return 1
     # Ready at the broker's own priority (it waits for us to start), then a batch job.
     _yield_to_the_broker()

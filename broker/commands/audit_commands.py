@@ -24,7 +24,7 @@ from broker.commands.audit_verify_commands import add_verify_commands
 from broker.commands.secret_commands import fingerprint_command
 from broker.commands.storage_access import with_audit, with_state
 from broker.errors import ConfigError
-from broker.settings import load_settings
+from broker.settings import BrokerSettings, load_settings
 from broker.storage.interfaces import AuditReader
 from broker.storage.records import AuditQuery, AuditRow
 from broker.units import parse_duration
@@ -101,11 +101,8 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="a date, a time, or a span back from now")
 
 
-def _database(args: argparse.Namespace) -> Path:
-    database = load_settings(args.config).database
-    if not database.exists():
-        raise ConfigError(str(database), "no audit database here (has the broker run?)")
-    return database
+def _settings(args: argparse.Namespace) -> BrokerSettings:
+    return load_settings(args.config)
 
 
 def _when(text: str | None) -> int | None:
@@ -130,7 +127,7 @@ def _rows(args: argparse.Namespace, **extra: Any) -> list[AuditRow]:
         if getattr(args, flag, None)
     }
     query = AuditQuery(equals, since_ms=_when(args.since), until_ms=_when(args.until), **extra)
-    return with_audit(_database(args), lambda audit: audit.query(query))
+    return with_audit(_settings(args), lambda audit: audit.query(query))
 
 
 def record_json(row: AuditRow) -> str:
@@ -180,7 +177,7 @@ def _export_chain(args: argparse.Namespace) -> int:
         async for line in export_lines(reader, settings.broker_id):
             sys.stdout.write(line + "\n")
 
-    with_audit(_database(args), write)
+    with_audit(_settings(args), write)
     return 0
 
 
@@ -201,9 +198,9 @@ def _tail(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    database = _database(args)
-    rows = with_audit(database, lambda audit: audit.query(AuditQuery({"call_id": args.call_id})))
-    record = with_state(load_settings(args.config), lambda state: state.calls.get(args.call_id))
+    settings = _settings(args)
+    rows = with_audit(settings, lambda audit: audit.query(AuditQuery({"call_id": args.call_id})))
+    record = with_state(settings, lambda state: state.calls.get(args.call_id))
     if not rows and record is None:
         raise ConfigError(args.call_id, "no such call in the audit trail")
     first = rows[0] if rows else None
@@ -256,7 +253,7 @@ def _prune(args: argparse.Namespace) -> int:
     before = _when(args.before)
     assert before is not None
     signer = Signer(audit_key(settings.data_dir), settings.broker_id)
-    removed, anchor = with_audit(_database(args), lambda audit: prune(audit, before, signer))
+    removed, anchor = with_audit(_settings(args), lambda audit: prune(audit, before, signer))
     if anchor is None:
         print("nothing older than that", file=sys.stderr)
         return 0

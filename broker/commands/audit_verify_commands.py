@@ -2,11 +2,12 @@
 someone else check it.
 
 ``verify`` checks the chain, then holds it against the newest signed heads it can find: the
-trail's own checkpoints (audit.db), those kept in broker.db, the configured witnesses that can
-be read back, and any ``--witness URL|FILE``. With ``--export FILE --key FILE`` it checks a
-trail exported with ``broker audit export --format chain``, with no config and no data
-directory: what an auditor holding only the public key runs. Exit status 1 when it finds
-tampering (naming the record, the checkpoint and where it was found), 2 for a usage problem.
+trail's own checkpoints, those kept with the state (broker.db, or the table audit_heads), the
+configured witnesses that can be read back, and any ``--witness URL|FILE``. With ``--export
+FILE --key FILE`` it checks a trail exported with ``broker audit export --format chain``, with
+no config and no data directory: what an auditor holding only the public key runs. Exit
+status 1 when it finds tampering (naming the record, the checkpoint and where it was found), 2
+for a usage problem.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from broker.commands.storage_access import with_audit, with_state
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings, load_settings
 from broker.signing import AgentCredentials
-from broker.storage.backend import audit_path
-from broker.storage.interfaces import StateStore
+from broker.storage.backend import audit_path, postgres_url
+from broker.storage.interfaces import AuditReader, StateStore
 from broker.storage.records import CheckpointRow
-
-STATE = "broker.db"
 
 
 def add_verify_commands(sub: Any) -> None:
@@ -116,7 +115,7 @@ def _verify(args: argparse.Namespace) -> int:
     evidence = None
     if settings is not None and args.export is None:
         evidence = _state_evidence(settings)
-        held += [Held(Checkpoint.of(row), STATE) for row in evidence.heads]
+        held += [Held(Checkpoint.of(row), evidence.place) for row in evidence.heads]
     configured = []
     for config in settings.audit_witnesses if settings is not None else ():
         try:
@@ -130,21 +129,19 @@ def _verify(args: argparse.Namespace) -> int:
     if args.export is not None:
         return _verify_export(args.export, key.key(), held, broker_id, notes)
     assert settings is not None and evidence is not None
-    trail_file = audit_path(settings)
-    if trail_file.exists():
-        verdict = with_audit(
-            settings.database, lambda reader: verify(reader, key.key(), held, broker_id)
-        )
-        own = with_audit(settings.database, checkpoints)
-    else:
-        verdict = asyncio.run(verify(NoTrail(), key.key(), held, broker_id))
-        own = []
+
+    async def check(reader: AuditReader) -> tuple[Verdict, list[Checkpoint], bool]:
+        present = await reader.present()
+        verdict = await verify(reader if present else NoTrail(), key.key(), held, broker_id)
+        return verdict, (await checkpoints(reader) if present else []), present
+
+    verdict, own, present = with_audit(settings, check, required=False)
     if verdict.ok and verdict.records == 0 and not own and evidence.calls:
         verdict = Verdict(
             0,
             0,
-            f"the audit trail is {'empty' if trail_file.exists() else 'missing'} "
-            f"({trail_file.name}), but {STATE} records {evidence.calls} call(s): "
+            f"the audit trail is {'empty' if present else 'missing'} "
+            f"({evidence.trail}), but {evidence.place} records {evidence.calls} call(s): "
             "the trail was wiped or replaced",
             1,
             verdict.latest,
@@ -180,18 +177,25 @@ def _verify_export(
 
 
 class _Evidence(NamedTuple):
-    """What broker.db says about the trail: stored calls, and the heads it keeps."""
+    """What the state says about the trail: stored calls, and the heads it keeps; and what
+    the two places are called in a verdict."""
 
     calls: int
     heads: list[CheckpointRow]
+    place: str  # broker.db, or audit_heads (PostgreSQL)
+    trail: str  # audit.db, or the audit table
 
 
 def _state_evidence(settings: BrokerSettings) -> _Evidence:
-    if not settings.database.exists():
+    if postgres_url(settings) is not None:
+        place, trail = "audit_heads", "the audit table"
+    elif not settings.database.exists():
         raise ConfigError(str(settings.database), "no broker database here (has the broker run?)")
+    else:
+        place, trail = settings.database.name, audit_path(settings).name
 
     async def read(state: StateStore) -> _Evidence:
-        return _Evidence(await state.calls.count(), await state.heads.all())
+        return _Evidence(await state.calls.count(), await state.heads.all(), place, trail)
 
     return with_state(settings, read)
 
@@ -215,9 +219,7 @@ def _report(verdict: Verdict, notes: list[str]) -> int:
 def _checkpoint(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     key = _published(settings)
-    if not audit_path(settings).exists():
-        raise ConfigError(str(audit_path(settings)), "no audit trail here (has the broker run?)")
-    marks = with_audit(settings.database, checkpoints)
+    marks = with_audit(settings, checkpoints)
     if not marks:
         raise ConfigError(
             str(args.config),

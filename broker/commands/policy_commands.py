@@ -286,15 +286,11 @@ def _git(*args: str) -> str:
 
 def _replay(args: argparse.Namespace) -> int:
     policies = _load(args)
-    database = args.audit
-    if database is None:
-        if not args.config:
-            raise ConfigError("--audit", "give --audit DB or --config FILE")
-        database = load_settings(args.config).database
-    if not database.exists():
-        raise ConfigError(str(database), "no audit database here")
+    if args.audit is None and not args.config:
+        raise ConfigError("--audit", "give --audit DB or --config FILE")
+    source = args.audit if args.audit is not None else load_settings(args.config)
     since_ms = int((time.time() - parse_duration(args.since)) * 1000)
-    report = with_audit(database, lambda audit: replay(audit, policies, since_ms))
+    report = with_audit(source, lambda audit: replay(audit, policies, since_ms))
     if args.format == "json":
         print(
             json.dumps(

@@ -33,8 +33,6 @@ def add_report_commands(commands: Any) -> None:
 
 def _daily(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    if not settings.database.exists():
-        raise ConfigError(str(settings.database), "no audit database here (has the broker run?)")
     try:
         day = (
             date.fromisoformat(args.date)
@@ -45,7 +43,7 @@ def _daily(args: argparse.Namespace) -> int:
         raise ConfigError(args.date, "not a date: write 2026-11-24") from None
     files = check_folders(settings.policies, settings.tools)
     policies = {policy.agent: policy for policy in files.policies}
-    report = with_audit(settings.database, lambda audit: daily(audit, day, policies))
+    report = with_audit(settings, lambda audit: daily(audit, day, policies))
     text = render(report, day, markdown=args.format == "markdown" or args.post)
     print(text)
     if args.post:

@@ -24,7 +24,8 @@ from broker.errors import ConfigError
 from broker.policy.model import SECRET_NAME
 from broker.redactor import MIN_SECRET_LENGTH
 from broker.settings import load_settings
-from broker.storage.records import AuditQuery
+from broker.storage.interfaces import AuditReader
+from broker.storage.records import AuditQuery, AuditRow
 from broker.vault import SecretBox, load_master_key
 
 
@@ -138,21 +139,19 @@ def _when(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+async def _all_or_none(audit: AuditReader) -> list[AuditRow]:
+    """Every record, or none where the broker has not run yet."""
+    return await audit.query(AuditQuery()) if await audit.present() else []
+
+
 def fingerprint_command(args: argparse.Namespace) -> int:
     """``broker audit fingerprint``: the value's fingerprint, and the calls that used it."""
     box, settings = _box(args)
     value = _read_value("value")
     fingerprint = box.fingerprint(value.encode())
     print(f"fingerprint {fingerprint}")
-    used = (
-        [
-            row
-            for row in with_audit(settings.database, lambda audit: audit.query(AuditQuery()))
-            if fingerprint in row.detail
-        ]
-        if settings.database.exists()
-        else []
-    )
+    rows = with_audit(settings, _all_or_none, required=False)
+    used = [row for row in rows if fingerprint in row.detail]
     for row in used:
         print(f"used by call {row.call_id} ({row.agent} {row.tool} at {_when(row.ts_ms)})")
     if not used:

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from broker.settings import BrokerSettings
-from broker.storage.backend import audit_reader_at, state_store
+from broker.storage.backend import audit_reader, audit_reader_at, state_store, trail_location
 from broker.storage.interfaces import AuditReader, StateStore
+from broker.storage.records import StoreError
 
 T = TypeVar("T")
 
@@ -29,12 +30,24 @@ def with_state(settings: BrokerSettings, work: Callable[[StateStore], Awaitable[
     return asyncio.run(run())
 
 
-def with_audit(database: Path, work: Callable[[AuditReader], Awaitable[T]]) -> T:
-    """``work(reader)`` with a reader of the audit trail beside ``database``."""
+def with_audit(
+    source: BrokerSettings | Path,
+    work: Callable[[AuditReader], Awaitable[T]],
+    *,
+    required: bool = True,
+) -> T:
+    """``work(reader)`` with a reader of the broker's audit trail: wherever its settings put
+    it, or beside the SQLite file ``source``. With ``required``, a trail that does not exist
+    is a StoreError that says so (the command's exit status 4, as for a trail unreadable)."""
 
     async def run() -> T:
-        reader = audit_reader_at(database)
+        if isinstance(source, BrokerSettings):
+            reader, where = audit_reader(source), trail_location(source)
+        else:
+            reader, where = audit_reader_at(source), str(source)
         try:
+            if required and not await reader.present():
+                raise StoreError(f"there is no audit trail at {where} (has the broker run?)")
             return await work(reader)
         finally:
             await reader.close()

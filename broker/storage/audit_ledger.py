@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.storage.group_commit import open_for_writes
+from broker.storage.interfaces import ChainHead
 from broker.storage.records import AUDIT_COLUMNS, CHECKPOINT_COLUMNS, CheckpointRow, StoreError
 from broker.storage.sqlite_connection import BUSY_TIMEOUT_S, WalSync, rollback
 from broker.storage.sqlite_schema import AUDIT_MIGRATIONS, audit_database
@@ -39,7 +40,7 @@ def checkpoint_values(mark: CheckpointRow) -> tuple[object, ...]:
 
 
 class AuditLedger:
-    """The writer's connection to audit.db."""
+    """The TrailLedger of the SQLite backend: the writer's connection to audit.db."""
 
     def __init__(self, database: Path) -> None:
         path = audit_database(database)
@@ -61,15 +62,24 @@ class AuditLedger:
         )
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One write transaction, rolled back (StoreError) if any of it fails."""
+    def transaction(self) -> Iterator[ChainHead | None]:
+        """One write transaction, rolled back (StoreError) if any of it fails. It yields None:
+        this writer alone extends audit.db's chain (the data directory's lock), so its own
+        memory of the head is right."""
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            yield
+            yield None
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             rollback(self._conn)
             raise StoreError(f"database write failed: {exc}") from None
+
+    def keep_head(self, head: ChainHead) -> None:
+        """Nothing to keep: the head is the last record."""
+
+    def storable(self, values: Sequence[Any]) -> Sequence[Any]:
+        """SQLite stores every value as it is."""
+        return values
 
     def insert(self, rows: Sequence[Sequence[Any]]) -> None:
         """Chained records (every column, hash last), inside a transaction."""

@@ -1,8 +1,8 @@
 """Which backend holds a broker's state and audit trail: the one place that chooses.
 
-The state is the embedded SQLite file in ``data_dir`` (``broker.db``), or, with
-``database_url`` (or ``database_url_env``) set, a PostgreSQL database that replicas share. The
-audit trail is ``audit.db`` in ``data_dir``. Everything else takes the interfaces of
+The state is the embedded SQLite file in ``data_dir`` (``broker.db``) and the audit trail
+``audit.db`` beside it; or, with ``database_url`` (or ``database_url_env``) set, both are in a
+PostgreSQL database that replicas share. Everything else takes the interfaces of
 ``broker.storage.interfaces`` and never names a backend.
 """
 
@@ -61,14 +61,27 @@ def state_location(settings: BrokerSettings, env: Mapping[str, str] | None = Non
     return redacted(url)
 
 
-def audit_reader(settings: BrokerSettings) -> AuditReader:
-    """A reader of the broker's audit trail."""
+def audit_reader(settings: BrokerSettings, env: Mapping[str, str] | None = None) -> AuditReader:
+    """A reader of the broker's audit trail: with the state, on PostgreSQL (one chain for
+    every replica), else ``audit.db`` in data_dir."""
+    url = postgres_url(settings, env)
+    if url is not None:
+        pg_audit = importlib.import_module("broker.storage.pg_audit")  # see state_store
+        reader: AuditReader = pg_audit.PgAuditReader(url)
+        return reader
     return SqliteAuditReader(settings.database)
 
 
 def audit_reader_at(database: Path) -> AuditReader:
-    """A reader of the audit trail kept beside (or in) the database file ``database``."""
+    """A reader of the audit trail kept beside (or in) the SQLite file ``database``."""
     return SqliteAuditReader(database)
+
+
+def trail_location(settings: BrokerSettings, env: Mapping[str, str] | None = None) -> str:
+    """Where the audit trail is, for a message: audit.db, or the database URL without its
+    password."""
+    url = postgres_url(settings, env)
+    return str(audit_path(settings)) if url is None else redacted(url)
 
 
 def audit_path(settings: BrokerSettings) -> Path:

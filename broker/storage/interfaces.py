@@ -1,9 +1,9 @@
 """The storage seam: what the broker asks of a database, as typed async interfaces.
 
 The broker never passes SQL around; it calls these. ``sqlite_state`` and ``sqlite_audit``
-implement them on the embedded SQLite files (the default); another backend implements the
-same methods with the same meaning (the contract each docstring states), and the broker does
-not change.
+implement them on the embedded SQLite files (the default); ``pg_state`` and ``pg_audit`` on a
+PostgreSQL database that replicas share. Each implements the same methods with the same meaning
+(the contract each docstring states), and the broker does not change.
 
 Reads are ``async`` and never run on the event loop's thread. A few writes are *queued*
 (plain ``def``): budget use, taint, a secret's last use. Nobody waits for them, but they are
@@ -15,6 +15,7 @@ for: the ``confirm`` stage settles the store (on disk) before it decides a write
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from broker.storage.records import (
@@ -188,6 +189,44 @@ class CheckpointKeeper(Protocol):
         """Let go of the database."""
 
 
+# The head of the audit chain: seq, hash, records since the last checkpoint, and its time (ms).
+ChainHead = tuple[int, str, int, int]
+
+
+class TrailLedger(Protocol):
+    """How the audit writer process writes the trail (synchronously: it has no event loop).
+    Where several writers share one chain (replicas on PostgreSQL), each transaction yields
+    the head it locked; where one writer owns the chain (SQLite), it yields None and the
+    writer's own memory of the head is right."""
+
+    def head(self) -> tuple[tuple[int, str] | None, CheckpointRow | None]:
+        """(seq, hash) of the last record, and the last checkpoint."""
+
+    def transaction(self) -> AbstractContextManager[ChainHead | None]:
+        """One write transaction, rolled back (StoreError) if any of it fails."""
+
+    def keep_head(self, head: ChainHead) -> None:
+        """Store the head as the transaction leaves it (shared chains only)."""
+
+    def storable(self, values: Sequence[Any]) -> Sequence[Any]:
+        """A record's values as the database stores them exactly, before they are hashed."""
+
+    def insert(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Chained records (every column, hash last), inside a transaction."""
+
+    def insert_checkpoint(self, mark: CheckpointRow) -> None:
+        """A signed checkpoint, inside a transaction."""
+
+    def sync(self) -> None:
+        """Make what is committed durable; StoreError if that fails."""
+
+    def copy_log(self) -> None:
+        """Housekeeping between commits (a failure is logged, not raised)."""
+
+    def close(self) -> None:
+        """Let go of the database."""
+
+
 class StateStore(Protocol):
     """The broker's own state (not the audit trail): one database, one backend."""
 
@@ -234,6 +273,10 @@ class AuditReader(Protocol):
     async def prepare(self) -> None:
         """Create the trail's schema, or bring it up to date (the broker does this at start,
         before its audit writer opens the trail); StoreError if it cannot."""
+
+    async def present(self) -> bool:
+        """Whether the trail exists at all (its file, its tables): a command says "has the
+        broker run?" rather than make an empty one."""
 
     async def query(self, query: AuditQuery) -> list[AuditRow]:
         """Records matching ``query``, in chain order."""

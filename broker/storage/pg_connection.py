@@ -53,14 +53,16 @@ class PgDatabase:
             reconnect_timeout=0,  # never give up: the server coming back is the normal case
         )
 
-    async def open(self, migrations: Sequence[str]) -> None:
-        """Connect and bring the schema up to date; StoreError naming the server if it
-        cannot."""
+    async def open(self, migrations: Sequence[str] | None) -> None:
+        """Connect and bring the schema up to date (None: leave it as it is, for readers);
+        StoreError naming the server if it cannot."""
         try:
             await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
         except (PoolTimeout, psycopg.Error) as exc:
             await self._pool.close()
-            raise StoreError(f"cannot reach the database {self.where}: {_message(exc)}") from None
+            raise StoreError(f"cannot reach the database {self.where}: {error_text(exc)}") from None
+        if migrations is None:
+            return
         try:
             await self.run(lambda conn: migrate(conn, migrations))
         except StoreError:
@@ -75,7 +77,7 @@ class PgDatabase:
         except PoolTimeout:
             raise StoreError(f"the database {self.where} is unavailable") from None
         except psycopg.Error as exc:
-            raise StoreError(f"database error: {_message(exc)}") from None
+            raise StoreError(f"database error: {error_text(exc)}") from None
 
     async def read(self, work: Work[T]) -> T:
         """``work`` (reads only) in one transaction, tried once more if the first connection
@@ -88,7 +90,7 @@ class PgDatabase:
         except PoolTimeout:
             raise StoreError(f"the database {self.where} is unavailable") from None
         except psycopg.Error as exc:
-            raise StoreError(f"database error: {_message(exc)}") from None
+            raise StoreError(f"database error: {error_text(exc)}") from None
         return await self.run(work)
 
     async def close(self) -> None:
@@ -144,6 +146,7 @@ def no_nul(value: str) -> str:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
-def _message(exc: BaseException) -> str:
+def error_text(exc: BaseException) -> str:
+    """The first line of a database error: what went wrong, without the SQL or a URL."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

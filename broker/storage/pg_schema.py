@@ -102,4 +102,54 @@ MIGRATIONS: list[str] = [
         broker_id TEXT NOT NULL
     );
     """,
+    # 2: the audit trail, one hash chain for every replica (as SQLite's audit.db holds one
+    # broker's). audit_chain is its head: the writer that locks the row links the next batch.
+    """
+    CREATE TABLE audit (
+        seq BIGINT PRIMARY KEY,
+        ts_ms BIGINT NOT NULL,
+        call_id TEXT NOT NULL,
+        rpc TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        intent TEXT NOT NULL,
+        args_digest TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        upstream_status INTEGER,
+        latency_us BIGINT NOT NULL,
+        policy_hash TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        event TEXT NOT NULL,
+        cost BIGINT NOT NULL,
+        result_digest TEXT NOT NULL,
+        result_size BIGINT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_call ON audit (call_id);
+    CREATE INDEX audit_time ON audit (ts_ms);
+    CREATE TABLE audit_checkpoints (
+        seq BIGINT PRIMARY KEY,
+        head_hash TEXT NOT NULL,
+        ts_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        broker_id TEXT NOT NULL
+    );
+    CREATE TABLE audit_chain (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq BIGINT NOT NULL,
+        head TEXT NOT NULL,
+        since_checkpoint BIGINT NOT NULL,
+        last_checkpoint_ms BIGINT NOT NULL
+    );
+    INSERT INTO audit_chain (id, seq, head, since_checkpoint, last_checkpoint_ms)
+        VALUES (1, 0, '', 0, (extract(epoch FROM now()) * 1000)::BIGINT);
+    """,
 ]

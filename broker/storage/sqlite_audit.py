@@ -57,6 +57,10 @@ class SqliteAuditReader:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the audit database {self.path}: {exc}") from None
 
+    async def present(self) -> bool:
+        """Whether audit.db exists."""
+        return self.path.exists()
+
     async def query(self, query: AuditQuery) -> list[AuditRow]:
         """Records matching ``query``, in chain order."""
         clauses, params = ["seq > ?"], [query.after_seq]  # type: tuple[list[str], list[object]]
