@@ -566,11 +566,8 @@ class Workspace:
         """The trail of this workspace's broker (or one call's), on SQLite or PostgreSQL."""
         if self.database_url is None:
             return read_audit(self.database, call_id)
-        where = BrokerSettings(
-            broker_id=self.broker_id,
-            data_dir=self.root / "data",
-            policies=self.root / "policies",
-            tools=self.root / "tools",
-            database_url=self.database_url,
-        )
-        return read_audit(where, call_id)
+        return read_audit(self.loaded(), call_id)
+
+    def loaded(self) -> BrokerSettings:
+        """The settings ``broker.yaml`` holds now (as ``settings`` last wrote it)."""
+        return load_settings(self.root / "broker.yaml")

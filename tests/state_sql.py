@@ -11,6 +11,16 @@ import psycopg
 from broker.testing import Workspace
 
 
+def stored_bytes(ws: Workspace) -> bytes:
+    """Everything the broker stored, as bytes to search: the SQLite files (audit.db too), or
+    every row of every table in PostgreSQL, as text."""
+    if not ws.database_url:
+        return b"".join(p.read_bytes() for p in ws.database.parent.glob("*.db*"))
+    tables = state_sql(ws, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    rows = [state_sql(ws, f"SELECT t::text FROM {name} AS t") for (name,) in tables]
+    return "\n".join(str(row[0]) for table in rows for row in table).encode()
+
+
 def state_sql(ws: Workspace, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
     """Run one statement (``?`` placeholders) on the workspace's state database, committed;
     the rows it returns."""

@@ -31,7 +31,7 @@ from broker.storage.sqlite_connection import migrate
 from broker.storage.sqlite_schema import MIGRATIONS, audit_database
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace, read_audit
 from tests.trail_helpers import append as _append
-from tests.trail_helpers import cli_verify, on_trail, opened_trail, prune_at
+from tests.trail_helpers import cli_verify, on_state, on_trail, opened_trail, places, prune_at
 from tests.trail_helpers import verify_at as audit_verify
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
@@ -135,16 +135,15 @@ def test_a_truncated_tail_is_caught_by_the_checkpoints(
     code, out = cli_verify(ws, capsys)
     assert code == 1
     assert f"records {kept['seq'] - 1} to {kept['seq']} are gone" in out
-    assert "found in audit.db" in out
+    assert f"found in {places(ws).marks}" in out
 
     # cutting the checkpoints too: broker.db keeps the heads
     on_trail(ws, "DELETE FROM audit_checkpoints")
     code, out = cli_verify(ws, capsys)
     assert code == 1
-    assert "found in broker.db" in out and "truncated tail" in out
-    # and cutting those as well fools both files, not a checkpoint kept elsewhere
-    with sqlite3.connect(ws.database) as state:
-        state.execute("DELETE FROM audit_heads")
+    assert f"found in {places(ws).heads}" in out and "truncated tail" in out
+    # and cutting those as well fools both places, not a checkpoint kept elsewhere
+    on_state(ws, "DELETE FROM audit_heads")
     assert cli_verify(ws, capsys)[0] == 0
     code, out = cli_verify(ws, capsys, "--checkpoint", str(ws.root / "kept.json"))
     assert code == 1
@@ -179,6 +178,7 @@ def test_prune_keeps_a_signed_anchor_so_the_rest_verifies(
     assert f"record {first} was changed" in out
 
 
+@pytest.mark.sqlite_only  # holds audit.db's SQLite write lock
 def test_a_prune_that_cannot_write_says_so_and_removes_nothing(
     ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -200,6 +200,7 @@ def test_a_prune_that_cannot_write_says_so_and_removes_nothing(
     assert cli_verify(ws, capsys)[0] == 0
 
 
+@pytest.mark.sqlite_only  # deletes audit.db
 def test_a_query_where_the_audit_database_is_gone_says_so(
     ws: Workspace, trail: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -387,6 +388,7 @@ def _agent(ws: Workspace) -> Any:
     )
 
 
+@pytest.mark.sqlite_only  # fills the file system under audit.db
 def test_no_call_runs_when_the_disk_is_full(
     ws: Workspace, upstream: FakeUpstream, small_disk: Path
 ) -> None:
@@ -406,6 +408,7 @@ def test_no_call_runs_when_the_disk_is_full(
         assert client.call("invoices.list", {"supplier": "z"}).state == "DONE"  # recovers
 
 
+@pytest.mark.sqlite_only  # makes audit.db read-only
 def test_no_call_runs_when_the_database_turns_read_only(
     ws: Workspace, upstream: FakeUpstream
 ) -> None:
@@ -425,6 +428,7 @@ def test_no_call_runs_when_the_database_turns_read_only(
         assert client.call("invoices.list", {"supplier": "z"}).state == "DONE"  # recovers
 
 
+@pytest.mark.sqlite_only  # holds audit.db's SQLite write lock
 def test_no_call_runs_while_another_process_holds_the_audit_database_locked(
     ws: Workspace, upstream: FakeUpstream, capsys: pytest.CaptureFixture[str]
 ) -> None:

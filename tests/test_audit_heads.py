@@ -6,7 +6,6 @@ after a real broker served real calls."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +16,10 @@ import yaml
 
 from broker.audit.checkpoints import Signer
 from broker.signing import AgentCredentials
-from broker.storage.audit_ledger import INSERT_CHECKPOINT, checkpoint_values
-from broker.storage.records import AUDIT_COLUMNS, record_hash
+from broker.storage.records import AUDIT_COLUMNS, CHECKPOINT_COLUMNS, record_hash
 from broker.storage.sqlite_schema import audit_database
 from broker.testing import FakeUpstream, FakeWitness, Reply, Workspace
-from tests.trail_helpers import cli_verify, on_state, on_trail
+from tests.trail_helpers import cli_verify, on_state, on_trail, places, trail_sql
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
 SEQ, INTENT = AUDIT_COLUMNS.index("seq"), AUDIT_COLUMNS.index("intent")
@@ -68,8 +66,8 @@ def test_an_untouched_trail_verifies_against_every_place_its_head_is_kept(
     code, out = cli_verify(ws, capsys)
     assert code == 0, out
     assert f"ok: {records} record(s) chained" in out
-    assert f"audit.db at record {records}" in out
-    assert f"broker.db at record {records}" in out
+    assert f"{places(ws).marks} at record {records}" in out
+    assert f"{places(ws).heads} at record {records}" in out
     assert f"{witness.url} at record {records}" in out
 
 
@@ -96,7 +94,8 @@ def test_a_wiped_trail_is_caught(
     witness.held.clear()
     code, out = cli_verify(ws, capsys)
     assert code == 1
-    assert "the audit trail is empty (audit.db), but broker.db records 1 call(s)" in out
+    named = places(ws)
+    assert f"the audit trail is empty ({named.trail}), but {named.heads} records 1 call(s)" in out
 
 
 def test_a_deleted_trail_file_is_caught(
@@ -106,14 +105,19 @@ def test_a_deleted_trail_file_is_caught(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     serve_calls(ws, upstream, witness)
-    audit_database(ws.database).unlink()
+    if ws.database_url:  # the trail's tables dropped, on PostgreSQL
+        on_trail(ws, "DROP TABLE audit")
+    else:
+        audit_database(ws.database).unlink()
     on_state(ws, "DELETE FROM audit_heads")
     witness.held.clear()
     code, out = cli_verify(ws, capsys)
     assert code == 1
-    assert "the audit trail is missing (audit.db), but broker.db records 1 call(s)" in out
+    named = places(ws)
+    assert f"the audit trail is missing ({named.trail}), but {named.heads} records 1 call(s)" in out
 
 
+@pytest.mark.sqlite_only  # copies one broker's audit.db over another's
 def test_a_trail_replaced_by_a_fresh_brokers_is_caught(
     ws: Workspace,
     upstream: FakeUpstream,
@@ -134,12 +138,14 @@ def test_a_trail_replaced_by_a_fresh_brokers_is_caught(
             shutil.copy(theirs, mine)
     code, out = cli_verify(ws, capsys)
     assert code == 1
-    assert "found in audit.db has a bad signature" in out  # signed by the fresh broker's key
+    assert (
+        f"found in {places(ws).marks} has a bad signature" in out
+    )  # signed by the fresh broker's key
 
     on_trail(ws, "DELETE FROM audit_checkpoints")  # and without its checkpoints
     code, out = cli_verify(ws, capsys)
     assert code == 1
-    assert "is not the one the stop checkpoint" in out and "found in broker.db" in out
+    assert "is not the one the stop checkpoint" in out and f"found in {places(ws).heads}" in out
 
 
 def yaml_of_invoices(ws: Workspace) -> dict[str, Any]:
@@ -164,7 +170,7 @@ def test_a_tail_cut_after_a_clean_stop_is_caught(
     assert code == 1
     assert f"it ends at record {records - 3}" in out
     assert f"records {records - 2} to {records} are gone" in out
-    place = "audit.db" if keep_checkpoints_in_the_trail else "broker.db"
+    place = places(ws).marks if keep_checkpoints_in_the_trail else places(ws).heads
     assert f"found in {place}" in out
 
 
@@ -175,10 +181,8 @@ def test_dropping_the_latest_checkpoint_and_the_records_after_it_is_caught(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     serve_calls(ws, upstream, witness, pause=0.2, audit_checkpoint_interval="50ms")
-    marks = sqlite3.connect(audit_database(ws.database)).execute(
-        "SELECT seq FROM audit_checkpoints ORDER BY seq"
-    )
-    seqs = [row[0] for row in marks]
+    marks = trail_sql(ws, "SELECT seq FROM audit_checkpoints ORDER BY seq")
+    seqs = [int(str(row[0])) for row in marks]
     assert len(seqs) >= 2, "time-based checkpoints were signed while records came in"
     latest, before = seqs[-1], seqs[-2]
     on_trail(
@@ -188,28 +192,24 @@ def test_dropping_the_latest_checkpoint_and_the_records_after_it_is_caught(
     )
     code, out = cli_verify(ws, capsys)
     assert code == 1
-    assert f"signed it at {latest} records" in out and "found in broker.db" in out
+    assert f"signed it at {latest} records" in out and f"found in {places(ws).heads}" in out
 
 
 def rewrite_from(ws: Workspace, seq: int) -> None:
     """Change record ``seq`` and re-chain every record after it, hashes and all."""
-    path = audit_database(ws.database)
-    columns = ", ".join(AUDIT_COLUMNS)
-    with sqlite3.connect(path, isolation_level=None) as conn:
-        rows = conn.execute(f"SELECT {columns} FROM audit ORDER BY seq").fetchall()
-        previous = ""
-        for row in rows:
-            values = list(row)
-            if values[SEQ] == seq:
-                values[INTENT] = "nothing to see here"
-            values[-2] = previous
-            values[-1] = record_hash(values[:-1])
-            previous = values[-1]
-            intent, number = values[INTENT], values[SEQ]
-            conn.execute(
-                "UPDATE audit SET intent = ?, prev_hash = ?, hash = ? WHERE seq = ?",
-                (intent, values[-2], values[-1], number),
-            )
+    previous = ""
+    for row in ws.audit():
+        values = list(row)
+        if values[SEQ] == seq:
+            values[INTENT] = "nothing to see here"
+        values[-2] = previous
+        values[-1] = record_hash(values[:-1])
+        previous = values[-1]
+        trail_sql(
+            ws,
+            "UPDATE audit SET intent = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+            (values[INTENT], values[-2], values[-1], values[SEQ]),
+        )
 
 
 def test_a_forked_chain_re_signed_with_another_key_is_caught(
@@ -224,14 +224,16 @@ def test_a_forked_chain_re_signed_with_another_key_is_caught(
     head = ws.audit()[-1]
     forged = forger(head.seq, head.hash, head.ts_ms + 1, "stop")
     on_trail(ws, "DELETE FROM audit_checkpoints")
-    with sqlite3.connect(audit_database(ws.database), isolation_level=None) as conn:
-        conn.execute(INSERT_CHECKPOINT, checkpoint_values(forged))
+    columns = ", ".join(CHECKPOINT_COLUMNS)
+    marks = ", ".join("?" * len(CHECKPOINT_COLUMNS))
+    insert = f"INSERT INTO audit_checkpoints ({columns}) VALUES ({marks})"
+    trail_sql(ws, insert, [getattr(forged, column) for column in CHECKPOINT_COLUMNS])
     code, out = cli_verify(ws, capsys)
     assert code == 1
-    assert "found in audit.db has a bad signature" in out
+    assert f"found in {places(ws).marks} has a bad signature" in out
 
     on_trail(ws, "DELETE FROM audit_checkpoints")  # unsigned: the heads kept elsewhere differ
     code, out = cli_verify(ws, capsys)
     assert code == 1
     assert f"record {records} is not the one the stop checkpoint at record {records}" in out
-    assert "found in broker.db" in out and "rewritten or replaced" in out
+    assert f"found in {places(ws).heads}" in out and "rewritten or replaced" in out

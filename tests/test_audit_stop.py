@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -15,21 +14,12 @@ import pytest
 
 from broker.cli import main
 from broker.client import BrokerClient
-from broker.storage.sqlite_schema import audit_database
 from broker.testing import FakeUpstream, Workspace
 from tests.broker_process import bound_port, start_broker, wait_serving
+from tests.state_sql import state_sql
+from tests.trail_helpers import on_trail, places, trail_sql
 
 STOP_S = 30.0
-
-
-def last_checkpoint(database: Path) -> tuple[int, str, str]:
-    """(seq, kind, head hash) of the trail's newest checkpoint."""
-    with sqlite3.connect(audit_database(database)) as conn:
-        row = conn.execute(
-            "SELECT seq, kind, head_hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
-    assert row is not None, "no checkpoint was signed"
-    return int(row[0]), str(row[1]), str(row[2])
 
 
 def writer_pids(broker_pid: int) -> list[int]:
@@ -93,20 +83,24 @@ def test_the_head_is_signed_at_every_kind_of_stop(
 ) -> None:
     log = serve_and_stop(ws, how)
     records = ws.audit()
-    seq, kind, head = last_checkpoint(ws.database)
+    seq, kind, head = trail_sql(
+        ws, "SELECT seq, kind, head_hash FROM audit_checkpoints ORDER BY seq DESC LIMIT 1"
+    )[0]
     assert (seq, kind, head) == (records[-1].seq, "stop", records[-1].hash)
-    # kept outside audit.db too: in broker.db and in the log
-    with sqlite3.connect(ws.database) as conn:
-        kept = conn.execute("SELECT seq, kind FROM audit_heads ORDER BY id DESC").fetchone()
+    # kept outside the trail too: with the state and in the log
+    kept = state_sql(ws, "SELECT seq, kind FROM audit_heads ORDER BY id DESC LIMIT 1")[0]
     assert tuple(kept) == (seq, "stop")
     lines = [json.loads(line) for line in log.splitlines() if '"audit_checkpoint"' in line]
     assert (lines[-1]["seq"], lines[-1]["kind"], lines[-1]["head_hash"]) == (seq, "stop", head)
 
     # so a tail cut after this stop, checkpoints and all, is caught
-    with sqlite3.connect(audit_database(ws.database), isolation_level=None) as conn:
-        conn.execute(f"DELETE FROM audit WHERE seq > {seq - 2}")
-        conn.execute(f"DELETE FROM audit_checkpoints WHERE seq > {seq - 2}")
+    on_trail(
+        ws,
+        f"DELETE FROM audit WHERE seq > {seq - 2}",
+        f"DELETE FROM audit_checkpoints WHERE seq > {seq - 2}",
+    )
     code = main(["audit", "verify", "--config", str(ws.root / "broker.yaml")])
     out = capsys.readouterr().out
     assert code == 1
-    assert f"records {seq - 1} to {seq} are gone" in out and "found in broker.db" in out
+    assert f"records {seq - 1} to {seq} are gone" in out
+    assert f"found in {places(ws).heads}" in out

@@ -11,8 +11,8 @@ import pytest
 from broker import errors
 from broker.client import AsyncBrokerClient, BrokerClient, ToolError
 from broker.signing import AgentCredentials
-from broker.storage.sqlite_schema import audit_database
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
+from tests.trail_helpers import trail_locked
 
 
 def test_a_good_read_reaches_the_upstream_and_returns_done(
@@ -265,16 +265,11 @@ def test_the_async_client_calls_too(broker: RunningBroker, agent: AgentCredentia
 def test_no_answer_leaves_without_its_audit_row(
     client: BrokerClient, upstream: FakeUpstream, ws: Workspace
 ) -> None:
-    import sqlite3
-
-    blocker = sqlite3.connect(audit_database(ws.database), isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the audit database
-    try:
-        with pytest.raises(errors.AuditUnavailable, match="answer is withheld") as failed:
-            client.call("invoices.list", {})
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
+    with (
+        trail_locked(ws),
+        pytest.raises(errors.AuditUnavailable, match="answer is withheld") as failed,
+    ):
+        client.call("invoices.list", {})
     assert failed.value.status_code.name == "UNAVAILABLE"
     assert ws.audit(failed.value.call_id) == []
     # once the database is free again, calls are audited and answered

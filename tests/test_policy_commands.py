@@ -32,6 +32,13 @@ def _where(ws: Workspace) -> list[str]:
     return ["--policies", str(ws.root / "policies"), "--tools", str(ws.root / "tools")]
 
 
+def _trail(ws: Workspace) -> list[str]:
+    """Where replay reads the trail: the SQLite file itself, or the broker's config."""
+    if ws.database_url:
+        return ["--config", str(ws.root / "broker.yaml")]
+    return ["--audit", str(ws.database)]
+
+
 def test_the_repository_policies_pass_check_and_their_own_tests(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -313,9 +320,7 @@ def test_replay_lists_the_calls_whose_decision_would_change(
             }
         ),
     )
-    code, out, err = _run(
-        capsys, "policy", "replay", "--since", "1h", "--audit", str(ws.database), *_where(ws)
-    )
+    code, out, err = _run(capsys, "policy", "replay", "--since", "1h", *_trail(ws), *_where(ws))
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 2
@@ -354,7 +359,7 @@ def test_replay_finds_the_arguments_of_a_call_that_arrived_before_its_window(
     (stricter / "payer.yaml").write_text(yaml.safe_dump(policy))
     policies = check_folders(stricter, ws.root / "tools").policy_set()
 
-    report = with_audit(ws.database, lambda audit: replay(audit, policies, since_ms))
+    report = with_audit(ws.loaded(), lambda audit: replay(audit, policies, since_ms))
 
     assert (report.decided, report.skipped) == (1, 0)
     (changed,) = report.changed
@@ -375,7 +380,7 @@ def test_replay_under_the_same_policy_changes_nothing_approved_calls_included(
         assert await_decision(client, asked.value.call_id).state == "DONE"
     policies = check_folders(ws.root / "policies", ws.root / "tools").policy_set()
 
-    report = with_audit(ws.database, lambda audit: replay(audit, policies, 0))
+    report = with_audit(ws.loaded(), lambda audit: replay(audit, policies, 0))
 
     # one verdict per call, the policy's: the approved run's own record is not a second one
     assert (report.decided, report.changed) == (2, [])

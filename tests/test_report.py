@@ -213,6 +213,7 @@ def test_text_and_markdown(database: Path) -> None:
     assert "- calls: 5; refusals: TOOL_NOT_GRANTED 1, UPSTREAM_RATE_LIMITED 1" in markdown
 
 
+@pytest.mark.sqlite_only  # its day of records is built in an audit.db file
 def test_the_command_with_budgets_from_the_policies(
     ws: Workspace, database: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -237,6 +238,7 @@ def test_the_command_with_budgets_from_the_policies(
     )
 
 
+@pytest.mark.sqlite_only  # its day of records is built in an audit.db file
 def test_the_digest_is_posted_to_slack_with_the_stored_token(
     ws: Workspace,
     database: Path,
@@ -261,6 +263,7 @@ def test_the_digest_is_posted_to_slack_with_the_stored_token(
     assert "posted to Slack" in capsys.readouterr().err
 
 
+@pytest.mark.sqlite_only  # its day of records is built in an audit.db file
 def test_posting_without_slack_configured_says_what_is_missing(
     ws: Workspace, database: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,8 +19,9 @@ from broker.cli import main
 from broker.client import ToolError
 from broker.errors import ConfigError
 from broker.policy.check import check_folders
-from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace, read_audit
+from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace
 from broker.vault import RECHECK_S
+from tests.state_sql import stored_bytes
 
 SECRET = "s3cr3t-Value/with+chars=="
 MASTER = base64.b64encode(b"k" * 32).decode()
@@ -86,17 +87,17 @@ def test_the_secret_reaches_the_upstream_header_and_nowhere_else(
 
     assert upstream.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     everything = result.result_json + failed.value.result.result_json + caplog.text
-    for row in read_audit(keyed.database):
+    for row in keyed.audit():
         everything += json.dumps(row._asdict())
     for form in forms(SECRET):
         assert form not in everything
     assert "[REDACTED:vault-key]" in result.result_json
     assert json.loads(result.result_json)["header"] == "Bearer [REDACTED:vault-key]"
     assert "[REDACTED:vault-key]" in failed.value.result.result_json
-    raw = b"".join(p.read_bytes() for p in keyed.database.parent.glob("*.db*"))  # audit.db too
+    raw = stored_bytes(keyed)
     for form in forms(SECRET):
-        assert form.encode() not in raw, f"{form} is in the database file"
-    detail = json.loads(read_audit(keyed.database, result.call_id)[-1].detail)
+        assert form.encode() not in raw, f"{form} is in the database"
+    detail = json.loads(keyed.audit(result.call_id)[-1].detail)
     (used,) = detail["credentials"]
     assert (used["slot"], used["secret"], len(used["fingerprint"])) == ("api_key", "vault-key", 64)
 

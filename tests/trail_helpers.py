@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -103,8 +105,54 @@ def cli_verify(ws: Workspace, capsys: pytest.CaptureFixture[str], *extra: str) -
 
 
 def on_trail(ws: Workspace, *statements: str) -> None:
-    """Run SQL on a workspace's audit.db, as someone with write access to the data dir would."""
-    _run_sql(audit_database(ws.database), statements)
+    """Run SQL on a workspace's trail (audit.db, or the tables in PostgreSQL), as someone with
+    write access to the data dir or the database would."""
+    for statement in statements:
+        trail_sql(ws, statement)
+
+
+def trail_sql(ws: Workspace, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    """One statement (``?`` placeholders) on the workspace's trail, committed; its rows."""
+    if ws.database_url:
+        return state_sql(ws, sql, params)
+    conn = sqlite3.connect(audit_database(ws.database), isolation_level=None)
+    try:
+        return list(conn.execute(sql, params).fetchall())
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def trail_locked(ws: Workspace) -> Iterator[None]:
+    """Another process holding the trail's write lock meanwhile (a backup tool, a careless
+    `sqlite3 audit.db`, or a session that locked the chain's head row in PostgreSQL)."""
+    if ws.database_url:
+        with psycopg.connect(ws.database_url) as conn, conn.transaction():
+            conn.execute("SELECT seq FROM audit_chain WHERE id = 1 FOR UPDATE")
+            yield
+        return
+    blocker = sqlite3.connect(audit_database(ws.database), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+class Places(NamedTuple):
+    """What ``broker audit verify`` calls each place, on the workspace's backend."""
+
+    marks: str  # the trail's own checkpoints
+    heads: str  # the heads kept with the state
+    trail: str  # the records
+
+
+def places(ws: Workspace) -> Places:
+    """The names verify gives the places of ``ws``'s backend."""
+    if ws.database_url:
+        return Places("audit_checkpoints", "audit_heads", "the audit table")
+    return Places("audit.db", "broker.db", "audit.db")
 
 
 def on_state(ws: Workspace, *statements: str) -> None:

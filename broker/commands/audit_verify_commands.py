@@ -132,7 +132,8 @@ def _verify(args: argparse.Namespace) -> int:
 
     async def check(reader: AuditReader) -> tuple[Verdict, list[Checkpoint], bool]:
         present = await reader.present()
-        verdict = await verify(reader if present else NoTrail(), key.key(), held, broker_id)
+        trail = reader if present else NoTrail()
+        verdict = await verify(trail, key.key(), held, broker_id, evidence.marks)
         return verdict, (await checkpoints(reader) if present else []), present
 
     verdict, own, present = with_audit(settings, check, required=False)
@@ -182,20 +183,21 @@ class _Evidence(NamedTuple):
 
     calls: int
     heads: list[CheckpointRow]
-    place: str  # broker.db, or audit_heads (PostgreSQL)
-    trail: str  # audit.db, or the audit table
+    place: str  # where the heads are: broker.db, or audit_heads (PostgreSQL)
+    trail: str  # where the records are: audit.db, or the audit table
+    marks: str  # where the trail's own checkpoints are: audit.db, or audit_checkpoints
 
 
 def _state_evidence(settings: BrokerSettings) -> _Evidence:
     if postgres_url(settings) is not None:
-        place, trail = "audit_heads", "the audit table"
+        names = ("audit_heads", "the audit table", "audit_checkpoints")
     elif not settings.database.exists():
         raise ConfigError(str(settings.database), "no broker database here (has the broker run?)")
     else:
-        place, trail = settings.database.name, audit_path(settings).name
+        names = (settings.database.name, audit_path(settings).name, audit_path(settings).name)
 
     async def read(state: StateStore) -> _Evidence:
-        return _Evidence(await state.calls.count(), await state.heads.all(), place, trail)
+        return _Evidence(await state.calls.count(), await state.heads.all(), *names)
 
     return with_state(settings, read)
 

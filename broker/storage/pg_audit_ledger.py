@@ -26,6 +26,11 @@ from broker.storage.pg_connection import CONNECT_TIMEOUT_S, error_text, no_nul
 from broker.storage.records import AUDIT_COLUMNS, CHECKPOINT_COLUMNS, CheckpointRow, StoreError
 from broker.storage.urls import redacted
 
+# How long a batch waits for the chain's head row. Other replicas' writers hold it for a
+# batch's few milliseconds; a session that holds it longer (a stuck transaction, someone
+# locking it by hand) makes calls fail closed (AUDIT_UNAVAILABLE) in seconds, not hang.
+HEAD_LOCK_TIMEOUT_MS = 2000
+
 # The column names are constants and every value is bound: no injection path.
 INSERT_RECORD = (
     f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) "  # noqa: S608
@@ -122,7 +127,10 @@ class PgAuditLedger:
         if self._conn is None or self._conn.closed:
             try:
                 self._conn = psycopg.connect(
-                    self._url, autocommit=True, connect_timeout=max(1, int(CONNECT_TIMEOUT_S))
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=max(1, int(CONNECT_TIMEOUT_S)),
+                    options=f"-c lock_timeout={HEAD_LOCK_TIMEOUT_MS}",
                 )
             except psycopg.Error as exc:
                 reason = error_text(exc)
