@@ -12,7 +12,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -98,6 +98,9 @@ log = logging.getLogger(__name__)
 SERVICE = "broker.v1.ToolBroker"
 
 ADMIN_SERVICE = "broker.v1.Admin"
+# With replicas, how often each looks for writes a dead replica left executing (its lease,
+# pg_leases.LEASE_MS, must have run out first)
+RECOVERY_INTERVAL_S = 5.0
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 
 
@@ -153,7 +156,10 @@ class Broker:
         self._tasks: list[asyncio.Task[None]] = []
         self._reloading = asyncio.Lock()
         self.metrics = Metrics()
-        self._call_events = CallEvents()  # Await's waiters, woken by the audit and approvals
+        # Await's waiters, woken by the audit and approvals (and by other replicas)
+        self._call_events = CallEvents(lambda call_id: self._state.announce("call", call_id))
+        self._freezes: Freezes | None = None
+        self._changes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         """Open the data directory, load the files, bind and serve; returns the bound port."""
@@ -175,7 +181,7 @@ class Broker:
         self.snapshot = load_snapshot(self.settings)
         master_key = load_master_key(self.settings, self._env)
         admin = admin_keys(self.settings)
-        audit_key(self.settings.data_dir)  # made on first start
+        audit_key(self.settings)  # made on first start
         try:
             await self._state.open()
             await self._audit_reader.prepare()
@@ -189,8 +195,9 @@ class Broker:
                 "no master key: the broker is sealed; calls that need a credential "
                 "will fail with SEALED"
             )
-        freezes = Freezes(self._state.freezes)
+        freezes = self._freezes = Freezes(self._state.freezes)
         await freezes.load()
+        self._state.watch(self._changed_elsewhere)
         # what answers and agents said, per agent (the taint check's text), within its bound
         keeper = TextKeeper(self._state.taint)
         stages = self._build_stages(self._trail, vault, freezes, keeper)
@@ -225,6 +232,38 @@ class Broker:
             self._tasks.append(loop.create_task(self._watch_files()))
         retention = Retention(self._state, self.settings, self._longest_taint_window)
         self._tasks.append(loop.create_task(retention.run(now_ms)))
+        if self._state.shared:
+            self._tasks.append(loop.create_task(self._recover_lost()))
+
+    def _changed_elsewhere(self, topic: str, key: str) -> None:
+        """Another process sharing the state changed it: act at once (pg_changes)."""
+        if topic == "call":
+            self._call_events.wake(key)
+        if topic in ("freezes", "resync") and self._freezes is not None:
+            self._background(self._freezes.load())
+        if topic == "resync":
+            self._call_events.wake_all()  # each waiter looks at its call again
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._changes.add(task)
+        task.add_done_callback(self._after_change)
+
+    def _after_change(self, task: asyncio.Task[None]) -> None:
+        self._changes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # the freezes stay as they were; the next change or reconnect reads them again
+            log.error("re-reading after a change elsewhere failed: %s", task.exception())
+
+    async def _recover_lost(self) -> None:
+        """With replicas: look for writes a dead replica left executing, every lease."""
+        while True:
+            await asyncio.sleep(RECOVERY_INTERVAL_S)
+            try:
+                if self._approvals is not None:
+                    await self._approvals.recover_lost(now_ms())
+            except StoreError as exc:
+                log.warning("looking for writes lost with a replica failed: %s", exc)
 
     def _longest_taint_window(self) -> float:
         assert self.snapshot is not None
@@ -236,7 +275,7 @@ class Broker:
         JSON line on stderr (the broker's, not a tool's)."""
         url = postgres_url(self.settings, self._env)
         options = WriterOptions(
-            key_file=audit_key_path(self.settings.data_dir),
+            key_file=audit_key_path(self.settings),
             broker_id=self.settings.broker_id,
             # the checkpoints are kept with the state, wherever it is
             heads=None if url else self.settings.database,
@@ -336,6 +375,8 @@ class Broker:
             await self._slack.close()
         await self._http.close()
         await self._workers.close()
+        for task in list(self._changes):
+            task.cancel()
         await self._state.close()  # queued writes commit before the last records go out
         if self._trail is not None:
             await self._trail.close()

@@ -148,6 +148,16 @@ class BrokerSettings(BaseModel):
         "BROKER_MASTER_KEY environment variable wins over it. Without either the broker is "
         "sealed: calls that need a credential fail with SEALED.",
     )
+    audit_key_file: Path | None = Field(
+        None,
+        description="The Ed25519 key that signs audit checkpoints (default data_dir/audit.key, "
+        "made if missing). Replicas share one chain: give every replica the same file.",
+    )
+    admin_key_file: Path | None = Field(
+        None,
+        description="The local admin key the command line signs with (default "
+        "data_dir/admin.key, made if missing); the same file for every replica.",
+    )
     slack: SlackSettings | None = Field(
         None, description="Approvals in Slack; without it operators decide with the CLI."
     )
@@ -272,13 +282,17 @@ def load_settings(path: Path) -> BrokerSettings:
     """Read a config file; relative paths in it are taken from the file's own folder."""
     settings = load_model(path, BrokerSettings)
     base = path.resolve().parent
+
+    def under_base(value: Path | None) -> Path | None:
+        return (base / value).resolve() if value is not None else None
+
     return settings.model_copy(
         update={
             "data_dir": (base / settings.data_dir).resolve(),
             "policies": (base / settings.policies).resolve(),
             "tools": (base / settings.tools).resolve(),
-            "master_key_file": (
-                (base / settings.master_key_file).resolve() if settings.master_key_file else None
-            ),
+            "master_key_file": under_base(settings.master_key_file),
+            "audit_key_file": under_base(settings.audit_key_file),
+            "admin_key_file": under_base(settings.admin_key_file),
         }
     )

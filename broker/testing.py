@@ -428,7 +428,7 @@ class RunningBroker:
 
     def admin(self) -> AdminClient:
         """An admin client signing with the broker's local admin key."""
-        credentials = AgentCredentials.load(admin_key_path(self.settings.data_dir))
+        credentials = AgentCredentials.load(admin_key_path(self.settings))
         return AdminClient(self.target, credentials, broker_id=self.settings.broker_id)
 
     def start(self) -> RunningBroker:

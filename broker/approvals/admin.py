@@ -21,14 +21,15 @@ from broker.v1 import broker_pb2 as pb
 LOCAL_ADMIN = "local-admin"
 
 
-def admin_key_path(data_dir: Path) -> Path:
-    """The broker's own admin key: made on first start, used by the CLI on the same machine."""
-    return data_dir / "admin.key"
+def admin_key_path(settings: BrokerSettings) -> Path:
+    """The broker's own admin key: made on first start, used by the CLI on the same machine
+    (``admin_key_file``, the same for every replica, or the data directory's own)."""
+    return settings.admin_key_file or settings.data_dir / "admin.key"
 
 
 def admin_keys(settings: BrokerSettings) -> KeyRegistry:
     """The local admin key (made if missing) and the operators' keys the config names."""
-    path = admin_key_path(settings.data_dir)
+    path = admin_key_path(settings)
     if not path.exists():
         AgentCredentials.generate(LOCAL_ADMIN, key_id=LOCAL_ADMIN).save(path)
     local = AgentCredentials.load(path)

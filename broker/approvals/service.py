@@ -298,7 +298,7 @@ class Approvals:
 
     async def _finished(self, call_id: str) -> None:
         self._running.discard(call_id)
-        self.events.wake(call_id)
+        self.events.wake(call_id, everywhere=True)
         record = await self.calls.get(call_id)
         if record is not None:
             self.spawn(self.notifier.decided(record))
@@ -393,19 +393,25 @@ class Approvals:
     async def recover(self, now: int) -> None:
         """At start: writes that began and never finished become outcome_unknown, and a human
         is told; calls approved but not yet started (the broker stopped in between) run now."""
+        await self.recover_lost(now)
+        for record in await self.calls.in_states((APPROVED,)):
+            log.info("call %s was approved before the broker stopped; it runs now", record.call_id)
+            self.spawn(self._run(record.call_id))
+
+    async def recover_lost(self, now: int) -> None:
+        """Writes that began in a broker process that is gone, and never finished, become
+        outcome_unknown, and a human is told."""
         for record in await self.calls.mark_unfinished(now):
             log.error(
-                "call %s (%s %s) began before the broker stopped and its outcome is "
-                "unknown; it will not run again",
+                "call %s (%s %s) began in a broker process that stopped, and its outcome "
+                "is unknown; it will not run again",
                 record.call_id,
                 record.agent,
                 record.tool,
             )
             self.spawn(self._record(record, UNKNOWN, "broker", "found at start, no outcome"))
             self.spawn(self.notifier.outcome_unknown(record))
-        for record in await self.calls.in_states((APPROVED,)):
-            log.info("call %s was approved before the broker stopped; it runs now", record.call_id)
-            self.spawn(self._run(record.call_id))
+            self.events.wake(record.call_id, everywhere=True)
 
     def alert(self, text: str) -> None:
         """Tell the humans (log, and Slack when configured), without waiting."""

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,18 +23,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from broker.signing import AgentCredentials
 from broker.storage.records import CheckpointRow
 
+if TYPE_CHECKING:  # the audit writer process imports this module, and never needs pydantic
+    from broker.settings import BrokerSettings
+
 AUDIT_AGENT = "broker-audit"
 KINDS = ("periodic", "stop", "prune")
 
 
-def audit_key_path(data_dir: Path) -> Path:
-    """The broker's audit signing key (made on first start, mode 0600)."""
-    return data_dir / "audit.key"
+def audit_key_path(settings: BrokerSettings) -> Path:
+    """The broker's audit signing key (made on first start, mode 0600): ``audit_key_file``,
+    the same for every replica, or the data directory's own."""
+    return settings.audit_key_file or settings.data_dir / "audit.key"
 
 
-def audit_key(data_dir: Path) -> AgentCredentials:
+def audit_key(settings: BrokerSettings) -> AgentCredentials:
     """The audit key, made if missing."""
-    path = audit_key_path(data_dir)
+    path = audit_key_path(settings)
     if not path.exists():
         AgentCredentials.generate(AUDIT_AGENT).save(path)
     return AgentCredentials.load(path)

@@ -252,7 +252,7 @@ def _prune(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     before = _when(args.before)
     assert before is not None
-    signer = Signer(audit_key(settings.data_dir), settings.broker_id)
+    signer = Signer(audit_key(settings), settings.broker_id)
     removed, anchor = with_audit(_settings(args), lambda audit: prune(audit, before, signer))
     if anchor is None:
         print("nothing older than that", file=sys.stderr)

@@ -66,7 +66,7 @@ def add_verify_commands(sub: Any) -> None:
 
 
 def _published(settings: BrokerSettings) -> PublishedKey:
-    path = audit_key_path(settings.data_dir)
+    path = audit_key_path(settings)
     if not path.exists():
         raise ConfigError(str(path), "no audit key here: has the broker run on this data_dir?")
     return PublishedKey.of(AgentCredentials.load(path), settings.broker_id)

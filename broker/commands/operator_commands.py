@@ -64,7 +64,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
 
 def _client(args: argparse.Namespace) -> AdminClient:
     settings = load_settings(args.config)
-    key = args.key or admin_key_path(settings.data_dir)
+    key = args.key or admin_key_path(settings)
     if not key.exists():
         raise ConfigError(
             str(key), "no admin key here; start the broker once (it makes one) or pass --key"

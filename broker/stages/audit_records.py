@@ -70,7 +70,9 @@ class AuditStage:
             if self._observe is not None:
                 self._observe(row)
             if self._events is not None:
-                self._events.wake(call.call_id)
+                # a write is a stored call that another replica's Await may wait for
+                write = call.has("action") and call.action.is_write
+                self._events.wake(call.call_id, everywhere=write)
 
 
 class ReceivedStage:

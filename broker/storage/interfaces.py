@@ -74,7 +74,8 @@ class CallStore(Protocol):
         """How many calls are in ``state`` (or stored at all)."""
 
     async def mark_unfinished(self, now_ms: int) -> list[CallRecord]:
-        """At start: writes that began (``executing``) and never recorded an outcome become
+        """At start (and, on a shared state, while running): writes that began
+        (``executing``) in a process that is gone and never recorded an outcome become
         ``outcome_unknown``; returns them. They are never executed again."""
 
     async def prune(self, before_ms: int) -> int:
@@ -259,6 +260,21 @@ class StateStore(Protocol):
 
     async def close(self) -> None:
         """Let queued writes commit, then disconnect."""
+
+    @property
+    def shared(self) -> bool:
+        """True when other broker processes share this state (replicas): writes left
+        executing are looked for while running, not only at start."""
+
+    def watch(self, handler: Callable[[str, str], None]) -> None:
+        """From now on, tell ``handler(topic, key)`` what other processes sharing this state
+        changed: ``freezes``; ``call`` (its id), a stored call moved on; ``resync``, when
+        changes may have been missed (re-read everything). SQLite state belongs to one
+        process (the data directory's lock): it never calls."""
+
+    def announce(self, topic: str, key: str = "") -> None:
+        """Tell the other processes ``topic:key`` (best effort, not awaited: a listener that
+        misses it re-reads at its own timeout). SQLite: nothing to tell."""
 
     def settle(self, *, durable: bool, lazy: bool = False) -> Awaitable[None] | None:
         """None when no queued write is outstanding; else an awaitable done once they are

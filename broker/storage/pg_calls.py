@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from broker.storage.pg_connection import Connection, PgDatabase, delete_in_batches, no_nul
+from broker.storage.pg_leases import DB_NOW_MS, LEASE_MS
 from broker.storage.records import CALL_COLUMNS, CallRecord, check_changes
 from broker.storage.sqlite_calls import EXECUTING, FINAL_STATES
 
@@ -21,9 +22,11 @@ _INSERT = (
     f"INSERT INTO calls ({_COLUMNS}) VALUES ({', '.join(['%s'] * len(CALL_COLUMNS))}) "  # noqa: S608
     "ON CONFLICT DO NOTHING"
 )
+# writes executing in a process whose lease ran out (or that stopped and let go of it)
 _MARK = (
     "UPDATE calls SET state = 'outcome_unknown', updated_ms = %s "  # noqa: S608
-    f"WHERE state = 'executing' RETURNING {_COLUMNS}"
+    "WHERE state = 'executing' AND owner NOT IN (SELECT id FROM replicas "
+    f"WHERE heartbeat_ms >= {DB_NOW_MS} - %s) RETURNING {_COLUMNS}"
 )
 _PRUNE = (
     "DELETE FROM calls WHERE call_id IN (SELECT call_id FROM calls WHERE state = ANY(%s) "
@@ -111,11 +114,12 @@ class PgCalls:
         return await self._db.read(count)
 
     async def mark_unfinished(self, now_ms: int) -> list[CallRecord]:
-        """Writes left ``executing`` become ``outcome_unknown``, in one statement; returns
-        them as they were."""
+        """Writes left ``executing`` by a process that is gone (its lease ran out, or it
+        stopped) become ``outcome_unknown``, in one statement; returns them as they were.
+        A live replica's running writes are left alone."""
 
         async def mark(conn: Connection) -> list[CallRecord]:
-            cursor = await conn.execute(_MARK, (now_ms,))
+            cursor = await conn.execute(_MARK, (now_ms, LEASE_MS))
             return [replace(CallRecord(*row), state=EXECUTING) for row in await cursor.fetchall()]
 
         return await self._db.run(mark)

@@ -39,9 +39,22 @@ class PgDatabase:
     """One PostgreSQL database, through a pool: ``run`` a transaction, ``read`` (tried again
     once on a connection a restart broke)."""
 
-    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, name: str = "toolbroker") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = POOL_SIZE,
+        name: str = "toolbroker",
+        replica: str = "",
+    ) -> None:
         self.url = url
         self.where = redacted(url)
+        kwargs: dict[str, Any] = {
+            "connect_timeout": max(1, int(CONNECT_TIMEOUT_S)),
+            "autocommit": True,
+        }
+        if replica:  # every session says which broker process it is (leases: pg_schema 3)
+            kwargs["options"] = f"-c toolbroker.replica={replica}"
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -49,7 +62,7 @@ class PgDatabase:
             open=False,
             timeout=CONNECT_TIMEOUT_S,
             name=name,
-            kwargs={"connect_timeout": max(1, int(CONNECT_TIMEOUT_S)), "autocommit": True},
+            kwargs=kwargs,
             reconnect_timeout=0,  # never give up: the server coming back is the normal case
         )
 

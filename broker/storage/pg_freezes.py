@@ -1,7 +1,9 @@
-"""Freezes (kill switches) in PostgreSQL: the ``freezes`` table."""
+"""Freezes (kill switches) in PostgreSQL: the ``freezes`` table. Each change is announced
+(``pg_changes``) in its own transaction: every replica re-reads the freezes when it commits."""
 
 from __future__ import annotations
 
+from broker.storage.pg_changes import announce
 from broker.storage.pg_connection import Connection, PgDatabase, no_nul
 from broker.storage.records import Freeze
 
@@ -33,6 +35,7 @@ class PgFreezes:
 
         async def write(conn: Connection) -> None:
             await conn.execute(_SET, values)
+            await announce(conn, "freezes")
 
         await self._db.run(write)
 
@@ -41,6 +44,7 @@ class PgFreezes:
 
         async def delete(conn: Connection) -> bool:
             cursor = await conn.execute("DELETE FROM freezes WHERE agent = %s", (agent,))
+            await announce(conn, "freezes")
             return cursor.rowcount > 0
 
         return await self._db.run(delete)

@@ -152,4 +152,24 @@ MIGRATIONS: list[str] = [
     INSERT INTO audit_chain (id, seq, head, since_checkpoint, last_checkpoint_ms)
         VALUES (1, 0, '', 0, (extract(epoch FROM now()) * 1000)::BIGINT);
     """,
+    # 3: leases. Each broker process is a row of replicas with a heartbeat (the database's
+    # clock, not the machines'); a write that starts executing is stamped with the process
+    # running it (the session's toolbroker.replica), so recovery marks only the writes of
+    # processes whose lease ran out, never those of a live replica.
+    """
+    ALTER TABLE calls ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    CREATE TABLE replicas (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        started_ms BIGINT NOT NULL,
+        heartbeat_ms BIGINT NOT NULL
+    );
+    CREATE FUNCTION toolbroker_call_owner() RETURNS trigger AS $$
+    BEGIN
+        NEW.owner := coalesce(current_setting('toolbroker.replica', true), '');
+        RETURN NEW;
+    END $$ LANGUAGE plpgsql;
+    CREATE TRIGGER calls_owner BEFORE INSERT OR UPDATE OF state ON calls
+        FOR EACH ROW WHEN (NEW.state = 'executing') EXECUTE FUNCTION toolbroker_call_owner();
+    """,
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from broker.storage.group_commit import Durability, GroupCommit, open_for_writes
@@ -57,6 +58,17 @@ class SqliteState:
         self.taint = SqliteTaint(self._writes, self._reads)
         self.secrets = SqliteSecrets(self._writes, self._reads)
         self.heads = SqliteAuditHeads(self._writes, self._reads)
+
+    @property
+    def shared(self) -> bool:
+        """One process holds this state (the data directory's lock)."""
+        return False
+
+    def watch(self, handler: Callable[[str, str], None]) -> None:
+        """Nothing to watch: this process alone holds the data directory."""
+
+    def announce(self, topic: str, key: str = "") -> None:
+        """Nobody else to tell."""
 
     def settle(self, *, durable: bool, lazy: bool = False) -> asyncio.Future[None] | None:
         """None when no queued write is outstanding (lazy ones count only with ``lazy``);

@@ -1,0 +1,201 @@
+"""Replicas: several broker processes on one PostgreSQL state, each with its own data
+directory, sharing the audit key and the admin key. What an agent or an operator does through
+one replica holds on every other: one audit chain, a write that runs once, a freeze, a
+decision that wakes an Await, and a replica starting never takes a live one's running write
+for lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker import errors
+from broker.cli import main
+from broker.client import ApprovalPending
+from broker.signing import AgentCredentials
+from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
+from tests.conftest import INVOICE_ACTIONS
+from tests.state_sql import state_sql
+
+NO_LOOPS = {"loop": {"repeats": 10_000}}
+
+
+@pytest.fixture
+def shared(tmp_path: Path, upstream: FakeUpstream, postgres_url: str) -> Workspace:
+    workspace = Workspace(tmp_path, database_url=postgres_url)
+    workspace.tool(
+        "invoices", base_url=upstream.url, allow_private_network=True, actions=INVOICE_ACTIONS
+    )
+    return workspace
+
+
+def replica(ws: Workspace, name: str, **overrides: Any) -> RunningBroker:
+    """A broker of the deployment: its own data directory, the shared keys and database."""
+    keys = ws.root / "keys"  # outside every data directory, as the docs say
+    settings = ws.settings(
+        data_dir=f"data-{name}",
+        audit_key_file=str(keys / "audit.key"),
+        admin_key_file=str(keys / "admin.key"),
+        **overrides,
+    )
+    return RunningBroker(settings)
+
+
+@pytest.fixture
+def payer(shared: Workspace) -> AgentCredentials:
+    return shared.agent(
+        "payer",
+        grants=[
+            "invoices.list",
+            {"tool": "invoices.pay", "approval": "never", "no_approval_because": "tests"},
+        ],
+        limits=NO_LOOPS,
+    )
+
+
+@pytest.fixture
+def pair(shared: Workspace, payer: AgentCredentials) -> Iterator[tuple[RunningBroker, ...]]:
+    with replica(shared, "a") as a, replica(shared, "b") as b:
+        yield a, b
+
+
+def test_replicas_extend_one_audit_chain_that_verifies(
+    shared: Workspace,
+    payer: AgentCredentials,
+    pair: tuple[RunningBroker, ...],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clients = [broker.client(payer) for broker in pair]
+    try:
+
+        def call(n: int) -> str:
+            return clients[n % 2].call("invoices.list", {"limit": n}).call_id
+
+        with ThreadPoolExecutor(8) as pool:  # both replicas write records at the same time
+            call_ids = list(pool.map(call, range(40)))
+    finally:
+        for client in clients:
+            client.close()
+    for broker in pair:
+        broker.stop()  # each signs the shared head as it stops
+
+    rows = shared.audit()
+    assert [row.seq for row in rows] == list(range(1, len(rows) + 1))
+    assert {row.call_id for row in rows} >= set(call_ids)
+    assert all(row.prev_hash == before.hash for before, row in zip(rows, rows[1:], strict=False))
+    code = main(["audit", "verify", "--config", str(shared.root / "broker.yaml")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"ok: {len(rows)} record(s) chained" in out
+    # an edit anywhere in the shared chain is named, as on SQLite
+    state_sql(shared, "UPDATE audit SET intent = 'edited' WHERE seq = 7")
+    assert main(["audit", "verify", "--config", str(shared.root / "broker.yaml")]) == 1
+    assert "record 7 was changed" in capsys.readouterr().out
+
+
+def test_a_write_retried_on_another_replica_runs_once(
+    payer: AgentCredentials, upstream: FakeUpstream, pair: tuple[RunningBroker, ...]
+) -> None:
+    a, b = pair
+    upstream.respond = lambda request: Reply(body={"paid": True})
+    arguments = {"id": "INV-7", "amount": 20}
+    with a.client(payer) as first, b.client(payer) as second:
+        done = first.call("invoices.pay", arguments, idempotency_key="pay-7")
+        again = second.call("invoices.pay", arguments, idempotency_key="pay-7")
+    assert [r.method for r in upstream.requests] == ["POST"]
+    assert again.call_id == done.call_id
+    assert again.result == done.result
+
+
+def test_a_freeze_through_one_replica_stops_the_agent_on_the_other(
+    payer: AgentCredentials, pair: tuple[RunningBroker, ...]
+) -> None:
+    a, b = pair
+    with b.client(payer) as client, a.admin() as admin:
+        client.call("invoices.list", {})
+        admin.freeze("payer", reason="invoice fraud suspected")
+        frozen_at = time.monotonic()
+        deadline = frozen_at + 10  # generous: NOTIFY arrives in milliseconds (docs: <1 s)
+        while True:
+            try:
+                client.call("invoices.list", {})
+            except errors.AgentFrozen as exc:
+                assert "invoice fraud suspected" in str(exc)
+                break
+            assert time.monotonic() < deadline, "the other replica never saw the freeze"
+            time.sleep(0.02)  # polling the other replica for the freeze; bounded above
+        admin.unfreeze("payer", reason="cleared")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.call("invoices.list", {})
+                break
+            except errors.AgentFrozen:
+                assert time.monotonic() < deadline, "the other replica never saw the unfreeze"
+                time.sleep(0.02)  # as above
+
+
+def test_a_decision_on_one_replica_wakes_an_await_on_the_other(
+    shared: Workspace, upstream: FakeUpstream, pair: tuple[RunningBroker, ...]
+) -> None:
+    a, b = pair
+    asker = shared.agent("asker", grants=["invoices.pay"], limits=NO_LOOPS)
+    a.reload()
+    b.reload()
+    with a.client(asker) as on_a, b.client(asker) as on_b, a.admin() as admin:
+        with pytest.raises(ApprovalPending) as pending:
+            on_a.call(
+                "invoices.pay",
+                {"id": "INV-9", "amount": 5},
+                idempotency_key="pay-9",
+                wait_for_approval=False,
+            )
+        call_id = pending.value.call_id
+        answered: dict[str, Any] = {}
+
+        def await_on_b() -> None:
+            started = time.monotonic()
+            answered["result"] = on_b.await_call(call_id, wait_ms=60_000)
+            answered["waited"] = time.monotonic() - started
+
+        waiter = threading.Thread(target=await_on_b)
+        waiter.start()
+        time.sleep(0.5)  # let the Await reach replica b and start waiting there
+        admin.decide(call_id, approve=True, reason="looks right")
+        waiter.join(70)
+    assert "result" in answered, "the Await on the other replica never answered"
+    assert answered["result"].call_id == call_id
+    assert answered["waited"] < 30, "woken by the decision, not by its own timeout"
+    assert [r.method for r in upstream.requests] == ["POST"]
+
+
+def test_a_starting_replica_leaves_a_live_replicas_running_write_alone(
+    shared: Workspace, payer: AgentCredentials, upstream: FakeUpstream
+) -> None:
+    upstream.respond = lambda request: Reply(body={"paid": True}, delay=3.0)
+    with replica(shared, "a") as a, a.client(payer) as client:
+        outcome: dict[str, Any] = {}
+
+        def pay() -> None:
+            outcome["result"] = client.call(
+                "invoices.pay", {"id": "INV-3", "amount": 1}, idempotency_key="pay-3"
+            )
+
+        writer = threading.Thread(target=pay)
+        writer.start()
+        deadline = time.monotonic() + 10
+        while not upstream.requests:  # the write is now executing on replica a
+            assert time.monotonic() < deadline
+            time.sleep(0.02)  # bounded wait for the upstream to see the POST
+        with replica(shared, "b"):  # starts, recovers, serves: while a's write still runs
+            pass
+        writer.join(30)
+    assert outcome["result"].result == {"paid": True}
+    states = state_sql(shared, "SELECT state FROM calls")
+    assert states == [("done",)]
