@@ -43,7 +43,8 @@ place, and the SDK turns that status back into the same class.
     │   └── CallInProgress                   CALL_IN_PROGRESS
     ├── Unavailable                          UNAVAILABLE
     │   ├── UpstreamUnavailable              UPSTREAM_UNAVAILABLE
-    │   └── AuditUnavailable                 AUDIT_UNAVAILABLE
+    │   ├── AuditUnavailable                 AUDIT_UNAVAILABLE
+    │   └── StateUnavailable                 STATE_UNAVAILABLE
     ├── DeadlineExceeded                     DEADLINE_EXCEEDED
     │   └── UpstreamTimeout                  UPSTREAM_TIMEOUT
     ├── Unknown                              UNKNOWN
@@ -272,6 +273,12 @@ class UpstreamUnavailable(Unavailable):
 
 class AuditUnavailable(Unavailable):
     reason = "AUDIT_UNAVAILABLE"
+
+
+class StateUnavailable(Unavailable):
+    """The database of the broker's state (PostgreSQL, for replicas) did not answer."""
+
+    reason = "STATE_UNAVAILABLE"
 
 
 class DeadlineExceeded(BrokerError):

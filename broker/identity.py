@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from broker import errors
 from broker.policy import AgentKey, PolicySet
 from broker.signing import AgentCredentials, now_ms
-from broker.storage.interfaces import AuditReader
+from broker.storage.interfaces import AuditReader, NonceStore
 from broker.v1 import broker_pb2 as pb
 
 __all__ = [  # AgentCredentials and now_ms live in broker.signing; named here for callers
@@ -81,26 +81,36 @@ class ReplayGuard:
     their idempotency intent row.)
     """
 
-    def __init__(self, seen: dict[str, int], now: int) -> None:
+    def __init__(self, seen: dict[str, int], now: int, shared: NonceStore | None = None) -> None:
         self._seen = seen  # nonce -> when it goes stale (ms)
         self._next_prune_ms = now + 10_000
+        self._shared = shared
 
     @classmethod
-    async def load(cls, audit: AuditReader, window_ms: int) -> ReplayGuard:
-        """A guard that remembers the nonces the audit trail recorded inside the window."""
+    async def load(
+        cls, audit: AuditReader, window_ms: int, shared: NonceStore | None = None
+    ) -> ReplayGuard:
+        """A guard that remembers the nonces the audit trail recorded inside the window, and
+        with ``shared`` (replicas) claims each in the shared state too."""
         # A nonce recorded at t has issued_at >= t - window, so it goes stale by t + 2 windows.
         now = now_ms()
         recent = await audit.recent_nonces(now - 2 * window_ms)
-        return cls({nonce: ts + 2 * window_ms for nonce, ts in recent.items()}, now)
+        return cls({nonce: ts + 2 * window_ms for nonce, ts in recent.items()}, now, shared)
 
     async def claim(self, nonce: str, expires_at_ms: int, now: int) -> bool:
-        """True the first time ``nonce`` is seen; False for a replay."""
+        """True the first time ``nonce`` is seen, by this process and (with replicas) by any
+        other; False for a replay. StoreError when the shared state cannot say."""
         if nonce in self._seen:
             return False
+        # seen here first: a replay to this same process is refused without a round trip
         self._seen[nonce] = expires_at_ms
+        if self._shared is not None and not await self._shared.claim(nonce, expires_at_ms):
+            return False
         if now >= self._next_prune_ms:
             self._seen = {n: exp for n, exp in self._seen.items() if exp >= now}
             self._next_prune_ms = now + 10_000
+            if self._shared is not None:
+                await self._shared.prune(now)
         return True
 
 

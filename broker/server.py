@@ -412,7 +412,7 @@ class Broker:
     ) -> dict[str, Stage]:
         """The stages that verify requests and the ones that ask, decide or wait for humans."""
         window_ms = int(self.settings.request_window * 1000)
-        replay = await ReplayGuard.load(self._audit_reader, window_ms)
+        replay = await ReplayGuard.load(self._audit_reader, window_ms, self._state.nonces)
         history = await self._audit_reader.attempts(now_ms() - DAY_MS)
         audience = self.settings.broker_id
         budgets = Budgets(self._state.budgets, approvals.alert, self.metrics.budget_used)

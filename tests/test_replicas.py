@@ -21,6 +21,7 @@ from broker.cli import main
 from broker.client import ApprovalPending
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
+from broker.v1 import broker_pb2 as pb
 from tests.conftest import INVOICE_ACTIONS
 from tests.state_sql import state_sql
 
@@ -201,3 +202,18 @@ def test_a_starting_replica_leaves_a_live_replicas_running_write_alone(
     assert outcome["result"].result == {"paid": True}
     states = state_sql(shared, "SELECT state FROM calls")
     assert states == [("done",)]
+
+
+def test_a_request_replayed_to_another_replica_is_refused(
+    payer: AgentCredentials, upstream: FakeUpstream, pair: tuple[RunningBroker, ...]
+) -> None:
+    a, b = pair
+    envelope = payer.envelope("broker.test")
+    envelope.call.CopyFrom(pb.CallRequest(tool="invoices.list", arguments_json="{}"))
+    signed = payer.sign(envelope)
+    with a.client(payer) as first, b.client(payer) as second:
+        assert first.send("Call", signed).state == pb.CallResult.DONE
+        with pytest.raises(errors.Unauthenticated) as refused:
+            second.send("Call", signed)
+    assert refused.value.reason == "REPLAYED_NONCE"
+    assert len(upstream.requests) == 1

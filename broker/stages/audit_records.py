@@ -61,6 +61,14 @@ class AuditStage:
         try:
             outcome = await call_next(call)
             return outcome
+        except StoreError as exc:
+            # the state's database failed under this call: a refusal the agent may retry,
+            # without the database's name (the log has it)
+            log.error("call %s: the state database failed: %s", call.call_id, exc)
+            failure = errors.StateUnavailable(
+                "the broker's state database is unavailable; retry later"
+            )
+            raise failure from None
         except BaseException as exc:
             failure = exc
             raise

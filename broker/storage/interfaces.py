@@ -168,6 +168,16 @@ class SecretStore(Protocol):
         """Queued: note when a secret was last used."""
 
 
+class NonceStore(Protocol):
+    """Request nonces claimed where every replica sees them (a shared state only)."""
+
+    async def claim(self, nonce: str, expires_ms: int) -> bool:
+        """True when no process had claimed ``nonce`` yet; committed before it returns."""
+
+    async def prune(self, now_ms: int) -> int:
+        """Drop the nonces stale at ``now_ms``; how many."""
+
+
 class AuditHeadStore(Protocol):
     """The audit chain's signed checkpoints, kept beside the state as well as in the trail:
     deleting the trail does not delete them."""
@@ -260,6 +270,11 @@ class StateStore(Protocol):
 
     async def close(self) -> None:
         """Let queued writes commit, then disconnect."""
+
+    @property
+    def nonces(self) -> NonceStore | None:
+        """Nonces claimed across processes; None where one process holds the state (its
+        replay guard's memory, reloaded from the trail, is enough)."""
 
     @property
     def shared(self) -> bool:

@@ -172,4 +172,13 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER calls_owner BEFORE INSERT OR UPDATE OF state ON calls
         FOR EACH ROW WHEN (NEW.state = 'executing') EXECUTE FUNCTION toolbroker_call_owner();
     """,
+    # 4: nonces every replica claims (identity.ReplayGuard): one process's accepted nonce is
+    # a replay to every other
+    """
+    CREATE TABLE nonces (
+        nonce TEXT PRIMARY KEY,
+        expires_ms BIGINT NOT NULL
+    );
+    CREATE INDEX nonces_expiry ON nonces (expires_ms);
+    """,
 ]

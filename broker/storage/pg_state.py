@@ -15,6 +15,7 @@ from broker.storage.pg_connection import PgDatabase
 from broker.storage.pg_freezes import PgFreezes
 from broker.storage.pg_heads import PgAuditHeads
 from broker.storage.pg_leases import Lease, replica_id
+from broker.storage.pg_nonces import PgNonces
 from broker.storage.pg_queue import QueuedWrites
 from broker.storage.pg_schema import MIGRATIONS
 from broker.storage.pg_secrets import PgSecrets
@@ -34,6 +35,7 @@ class PgState:
     taint: PgTaint
     secrets: PgSecrets
     heads: PgAuditHeads
+    nonces: PgNonces
 
     def __init__(self, url: str) -> None:
         self._replica = replica_id()
@@ -59,6 +61,7 @@ class PgState:
         self.taint = PgTaint(self._database, self._writes)
         self.secrets = PgSecrets(self._database, self._writes)
         self.heads = PgAuditHeads(self._database)
+        self.nonces = PgNonces(self._database)
 
     @property
     def shared(self) -> bool:

@@ -60,6 +60,11 @@ class SqliteState:
         self.heads = SqliteAuditHeads(self._writes, self._reads)
 
     @property
+    def nonces(self) -> None:
+        """None: this process alone claims nonces (identity.ReplayGuard)."""
+        return None
+
+    @property
     def shared(self) -> bool:
         """One process holds this state (the data directory's lock)."""
         return False
