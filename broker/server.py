@@ -415,7 +415,12 @@ class Broker:
         replay = await ReplayGuard.load(self._audit_reader, window_ms, self._state.nonces)
         history = await self._audit_reader.attempts(now_ms() - DAY_MS)
         audience = self.settings.broker_id
-        budgets = Budgets(self._state.budgets, approvals.alert, self.metrics.budget_used)
+        budgets = Budgets(
+            self._state.budgets,
+            approvals.alert,
+            self.metrics.budget_used,
+            shared=self._state.shared_budgets,
+        )
         return {
             "verify": VerifyStage(audience, window_ms, replay),
             "verify_admin": VerifyStage(audience, window_ms, replay, keys=lambda call: admin),

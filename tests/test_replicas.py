@@ -217,3 +217,30 @@ def test_a_request_replayed_to_another_replica_is_refused(
             second.send("Call", signed)
     assert refused.value.reason == "REPLAYED_NONCE"
     assert len(upstream.requests) == 1
+
+
+def test_replicas_together_never_let_an_agent_spend_past_its_budget(
+    shared: Workspace, upstream: FakeUpstream
+) -> None:
+    spender = shared.agent(
+        "spender", grants=["invoices.list"], limits={**NO_LOOPS, "calls_per_day": 5}
+    )
+    with replica(shared, "a") as a, replica(shared, "b") as b:
+        clients = [a.client(spender), b.client(spender)]
+
+        def call(n: int) -> str:
+            try:
+                clients[n % 2].call("invoices.list", {"limit": n})
+            except errors.BudgetExceeded as exc:
+                return exc.reason
+            return "done"
+
+        try:
+            with ThreadPoolExecutor(8) as pool:  # both replicas charge at the same time
+                outcomes = list(pool.map(call, range(20)))
+        finally:
+            for client in clients:
+                client.close()
+    assert outcomes.count("done") == 5
+    assert outcomes.count("BUDGET_EXCEEDED") == 15
+    assert len(upstream.requests) == 5

@@ -1,5 +1,6 @@
 """Budgets: how many calls and cost units an agent may spend per UTC day, per task, and per
-tool. Use is counted in the database (it survives a restart), in memory for the check."""
+tool. Use is counted in the database (it survives a restart), in memory for the check; with
+replicas (a shared state), in the database for the check too: one transaction per charge."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from broker import errors
-from broker.storage.interfaces import BudgetStore
-from broker.storage.records import Usage
+from broker.storage.interfaces import BudgetStore, SharedBudgetStore
+from broker.storage.records import Charge, Usage
 
 log = logging.getLogger(__name__)
 ALERT_LEVELS = (80, 100)  # percent
@@ -47,8 +48,10 @@ class Budgets:
         store: BudgetStore,
         alert: Callable[[str], None],
         observe: Callable[[str, float], None] | None = None,
+        shared: SharedBudgetStore | None = None,
     ) -> None:
         self._store = store
+        self._shared = shared  # replicas: every charge checked against what all have spent
         self._alert = alert
         self._observe = observe
         self._used: dict[tuple[str, str], list[int]] = {}  # [calls, cost, alerted]
@@ -58,7 +61,11 @@ class Budgets:
     async def charge(self, allowances: list[Allowance], cost: int) -> None:
         """Spend one call and ``cost`` units from every allowance, or none of them:
         BUDGET_EXCEEDED saying which budget and when it resets. The check and the spending
-        run without an await in between, so concurrent calls cannot both take the last unit."""
+        run without an await in between, so concurrent calls cannot both take the last unit;
+        with replicas, in one transaction of the shared store."""
+        if self._shared is not None:
+            await self._charge_shared(allowances, cost)
+            return
         counters = [await self._get(allowance) for allowance in allowances]
         for allowance, used in zip(allowances, counters, strict=True):
             for kind, limit, spent, more in (
@@ -84,6 +91,35 @@ class Budgets:
             self._store.add_usage(allowance.scope, allowance.period, Usage(1, cost, used[2]))
             if self._observe is not None:
                 self._observe(allowance.scope, _ratio(allowance, used))
+
+    async def _charge_shared(self, allowances: list[Allowance], cost: int) -> None:
+        assert self._shared is not None
+        charges = [Charge(a.scope, a.period, a.calls, a.cost) for a in allowances]
+        by_charge = dict(zip(charges, allowances, strict=True))
+
+        def level(charge: Charge, usage: Usage) -> int:
+            return _level(by_charge[charge], [usage.calls, usage.cost])
+
+        spent = await self._shared.spend(charges, cost, level)
+        if spent.refused is not None:
+            allowance, used = allowances[spent.refused], spent.usages[spent.refused]
+            kind, spent_so_far, limit = (
+                ("calls", used.calls, allowance.calls)
+                if allowance.calls is not None and used.calls + 1 > allowance.calls
+                else ("cost units", used.cost, allowance.cost or 0)
+            )
+            raise errors.BudgetExceeded(
+                _refusal(allowance, kind, spent_so_far, limit),
+                retry_after=_until(allowance.resets_at),
+            )
+        for allowance, usage, raised in zip(allowances, spent.usages, spent.raised, strict=True):
+            if raised:
+                self._alert(
+                    f"{allowance.label}: {usage.alerted}% used ({usage.calls} calls, "
+                    f"{usage.cost} cost units of {_limits(allowance)})"
+                )
+            if self._observe is not None:
+                self._observe(allowance.scope, _ratio(allowance, [usage.calls, usage.cost]))
 
     @property
     def cached(self) -> int:

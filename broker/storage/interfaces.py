@@ -19,14 +19,17 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from broker.storage.records import (
+    AlertLevel,
     Attempt,
     AuditQuery,
     AuditRow,
     CallRecord,
+    Charge,
     CheckpointRow,
     Freeze,
     SecretRow,
     Source,
+    Spent,
     TaintRow,
     TextSegment,
     Usage,
@@ -168,6 +171,14 @@ class SecretStore(Protocol):
         """Queued: note when a secret was last used."""
 
 
+class SharedBudgetStore(Protocol):
+    """Budgets several processes spend from at once (a shared state only)."""
+
+    async def spend(self, charges: Sequence[Charge], cost: int, level: AlertLevel) -> Spent:
+        """One call and ``cost`` units from every budget in ``charges``, checked against
+        what every process has spent, atomically: from all of them or from none."""
+
+
 class NonceStore(Protocol):
     """Request nonces claimed where every replica sees them (a shared state only)."""
 
@@ -270,6 +281,11 @@ class StateStore(Protocol):
 
     async def close(self) -> None:
         """Let queued writes commit, then disconnect."""
+
+    @property
+    def shared_budgets(self) -> SharedBudgetStore | None:
+        """Budgets charged atomically across processes; None where one process holds the
+        state (its in-memory counters are exact)."""
 
     @property
     def nonces(self) -> NonceStore | None:

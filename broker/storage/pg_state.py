@@ -64,6 +64,11 @@ class PgState:
         self.nonces = PgNonces(self._database)
 
     @property
+    def shared_budgets(self) -> PgBudgets:
+        """The budgets, charged atomically across replicas."""
+        return self.budgets
+
+    @property
     def shared(self) -> bool:
         """Several processes share this state: recovery looks again while running."""
         return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -183,6 +183,32 @@ class Usage:
     calls: int = 0
     cost: int = 0
     alerted: int = 0
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One budget a call spends from, as a shared store checks it: its key and its limits."""
+
+    scope: str
+    period: str
+    calls: int | None  # at most this many calls (None: no limit)
+    cost: int | None  # at most this many cost units
+
+
+# (the charge, its use after spending) -> the alert level (percent) that use has reached
+AlertLevel = Callable[[Charge, Usage], int]
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What an atomic charge did: ``refused`` is the index of the first charge that would have
+    gone over its limit (nothing was spent), with ``usages`` as they stood; else None, with
+    ``usages`` after spending and each one's alert level (raised: its alert is this process's
+    to send)."""
+
+    refused: int | None
+    usages: list[Usage]
+    raised: list[bool]
 
 
 @dataclass(frozen=True)

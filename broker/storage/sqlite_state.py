@@ -60,6 +60,11 @@ class SqliteState:
         self.heads = SqliteAuditHeads(self._writes, self._reads)
 
     @property
+    def shared_budgets(self) -> None:
+        """None: this process alone spends from the budgets."""
+        return None
+
+    @property
     def nonces(self) -> None:
         """None: this process alone claims nonces (identity.ReplayGuard)."""
         return None
