@@ -40,6 +40,7 @@ from broker.limits.budgets import Budgets
 from broker.limits.circuit_breakers import Circuits
 from broker.limits.loop_detector import DAY_MS, LoopDetector
 from broker.limits.rates import Limiters
+from broker.limits.redis_limits import RedisLimits
 from broker.metrics import Metrics
 from broker.pipeline import (
     ADMIN_STAGES,
@@ -83,6 +84,7 @@ from broker.storage.backend import (
     audit_path,
     audit_reader,
     postgres_url,
+    redis_url,
     state_location,
     state_store,
 )
@@ -159,6 +161,7 @@ class Broker:
         # Await's waiters, woken by the audit and approvals (and by other replicas)
         self._call_events = CallEvents(lambda call_id: self._state.announce("call", call_id))
         self._freezes: Freezes | None = None
+        self._redis: RedisLimits | None = None  # the limits replicas share, if configured
         self._changes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
@@ -182,6 +185,9 @@ class Broker:
         master_key = load_master_key(self.settings, self._env)
         admin = admin_keys(self.settings)
         audit_key(self.settings)  # made on first start
+        shared_limits = redis_url(self.settings, self._env)
+        if shared_limits is not None:
+            self._redis = RedisLimits(shared_limits, self.settings.broker_id)
         try:
             await self._state.open()
             await self._audit_reader.prepare()
@@ -377,6 +383,8 @@ class Broker:
         await self._workers.close()
         for task in list(self._changes):
             task.cancel()
+        if self._redis is not None:
+            await self._redis.close()
         await self._state.close()  # queued writes commit before the last records go out
         if self._trail is not None:
             await self._trail.close()
@@ -396,7 +404,7 @@ class Broker:
             "grant": GrantStage(),
             "validate": ValidateStage(),
             "constrain": ConstrainStage(),
-            "ratelimit": RateLimitStage(Limiters()),
+            "ratelimit": RateLimitStage(Limiters(self._redis, self.settings.replica_count)),
             "retry": RetryStage(),
             "circuit": CircuitStage(Circuits()),
             "journal": JournalStage(self._state.calls),
@@ -425,7 +433,7 @@ class Broker:
             "verify": VerifyStage(audience, window_ms, replay),
             "verify_admin": VerifyStage(audience, window_ms, replay, keys=lambda call: admin),
             "idempotency": IdempotencyStage(approvals),
-            "loops": LoopStage(LoopDetector(history, now_ms()), approvals),
+            "loops": LoopStage(LoopDetector(history, now_ms()), approvals, self._redis),
             "budget": BudgetStage(budgets),
             "confirm": ConfirmStage(approvals, self._state.taint, keeper, self._state.settle),
             "await": AwaitStage(approvals),

@@ -218,6 +218,22 @@ class BrokerSettings(BaseModel):
     database_url_env: str | None = Field(
         None, description="An environment variable holding database_url (with its password)."
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for the rate limits, upstream rests and loop windows replicas "
+        "share (redis://host:port/0); without it, each process keeps its own. Keep a "
+        "password out of this file: redis_url_env.",
+    )
+    redis_url_env: str | None = Field(
+        None, description="An environment variable holding redis_url (with its password)."
+    )
+    replica_count: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="How many replicas share the limits: while Redis is down each allows "
+        "reads at limit / replica_count, and refuses rate-limited writes.",
+    )
     so_reuseport: bool = Field(
         False, description="Let several broker processes share one port, on purpose."
     )
@@ -234,7 +250,17 @@ class BrokerSettings(BaseModel):
     def _one_database_url(self) -> BrokerSettings:
         if self.database_url is not None and self.database_url_env is not None:
             raise ValueError("set database_url or database_url_env, not both")
+        if self.redis_url is not None and self.redis_url_env is not None:
+            raise ValueError("set redis_url or redis_url_env, not both")
         return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_only(cls, value: str | None) -> str | None:
+        # the message never repeats the value: it may hold a password
+        if value is not None and not re.match(r"(rediss?|unix)://", value):
+            raise ValueError("redis_url must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+import redis
 
 from broker.client import BrokerClient
 from broker.sandbox import sandbox_available
@@ -91,6 +92,17 @@ def redis_server() -> Iterator[RedisServer]:
         unavailable("no redis-server here (Debian: apt-get install redis-server; make test does)")
     with RedisServer(program) as server:
         yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session's Redis, emptied first: no test sees another's limits."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
 
 
 def _has_user(name: str) -> bool:

@@ -23,6 +23,8 @@ from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
 from broker.v1 import broker_pb2 as pb
 from tests.conftest import INVOICE_ACTIONS
+from tests.servers.ports import free_port
+from tests.servers.redis import RedisServer
 from tests.state_sql import state_sql
 
 NO_LOOPS = {"loop": {"repeats": 10_000}}
@@ -244,3 +246,98 @@ def test_replicas_together_never_let_an_agent_spend_past_its_budget(
     assert outcomes.count("done") == 5
     assert outcomes.count("BUDGET_EXCEEDED") == 15
     assert len(upstream.requests) == 5
+
+
+def limited(ws: Workspace, name: str, requests: int, **grant: Any) -> AgentCredentials:
+    """An agent whose grants of invoices allow ``requests`` calls a minute each."""
+    rate = {"requests": requests, "per": "60s"}
+    return ws.agent(
+        name,
+        grants=[
+            {"tool": "invoices.list", "rate_limit": rate},
+            {"tool": "invoices.pay", "rate_limit": rate, "approval": "never", **grant},
+        ],
+        limits=NO_LOOPS,
+    )
+
+
+def test_replicas_share_one_rate_limit_in_redis(
+    shared: Workspace, upstream: FakeUpstream, redis_url: str
+) -> None:
+    agent = limited(shared, "lister", 3, no_approval_because="tests")
+    with (
+        replica(shared, "a", redis_url=redis_url) as a,
+        replica(shared, "b", redis_url=redis_url) as b,
+        a.client(agent) as on_a,
+        b.client(agent) as on_b,
+    ):
+        outcomes, waits = [], []
+        for n in range(6):
+            try:
+                (on_a if n % 2 else on_b).call("invoices.list", {"limit": n})
+                outcomes.append("done")
+            except errors.RateLimited as exc:
+                outcomes.append(exc.reason)
+                waits.append(exc.retry_after or 0.0)
+    assert outcomes == ["done"] * 3 + ["RATE_LIMITED"] * 3
+    assert all(wait > 0 for wait in waits)
+    assert len(upstream.requests) == 3
+
+
+def test_an_upstreams_429_rests_the_tool_on_every_replica(
+    shared: Workspace, payer: AgentCredentials, upstream: FakeUpstream, redis_url: str
+) -> None:
+    upstream.respond = lambda request: Reply(429, {"error": "slow down"}, {"Retry-After": "30"})
+    with (
+        replica(shared, "a", redis_url=redis_url) as a,
+        replica(shared, "b", redis_url=redis_url) as b,
+        a.client(payer) as on_a,
+        b.client(payer) as on_b,
+    ):
+        with pytest.raises(errors.UpstreamRateLimited):
+            on_a.call("invoices.list", {})
+        seen = len(upstream.requests)
+        with pytest.raises(errors.UpstreamRateLimited) as resting:
+            on_b.call("invoices.list", {})
+    assert len(upstream.requests) == seen, "the other replica called the resting upstream"
+    assert resting.value.retry_after is not None and 20 < resting.value.retry_after <= 30
+
+
+def test_a_loop_across_replicas_is_caught_at_the_same_threshold(
+    shared: Workspace, upstream: FakeUpstream, redis_url: str
+) -> None:
+    looper = shared.agent(
+        "looper", grants=["invoices.list"], limits={"loop": {"repeats": 3, "within": "60s"}}
+    )
+    with (
+        replica(shared, "a", redis_url=redis_url) as a,
+        replica(shared, "b", redis_url=redis_url) as b,
+        a.client(looper) as on_a,
+        b.client(looper) as on_b,
+    ):
+        on_a.call("invoices.list", {"limit": 1})
+        on_b.call("invoices.list", {"limit": 1})
+        with pytest.raises(errors.LoopDetected):
+            on_a.call("invoices.list", {"limit": 1})
+    assert len(upstream.requests) == 2
+
+
+def test_with_redis_down_writes_fail_closed_and_reads_get_their_share(
+    shared: Workspace, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    agent = limited(shared, "spender", 4, no_approval_because="tests")
+    down = redis_server.url.replace(f":{redis_server.port}", f":{free_port()}")  # nobody there
+    with replica(shared, "a", redis_url=down, replica_count=2) as a, a.client(agent) as client:
+        with pytest.raises(errors.StateUnavailable) as refused:
+            client.call("invoices.pay", {"id": "INV-1", "amount": 1}, idempotency_key="p-1")
+        outcomes = []
+        for n in range(3):
+            try:
+                client.call("invoices.list", {"limit": n})
+                outcomes.append("done")
+            except errors.RateLimited:
+                outcomes.append("RATE_LIMITED")
+    assert refused.value.reason == "STATE_UNAVAILABLE"
+    assert "rate limits" in str(refused.value)
+    assert outcomes == ["done", "done", "RATE_LIMITED"]  # 4 a minute, shared by 2 replicas
+    assert [r.method for r in upstream.requests] == ["GET", "GET"]

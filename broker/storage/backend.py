@@ -37,6 +37,20 @@ def postgres_url(settings: BrokerSettings, env: Mapping[str, str] | None = None)
     return value
 
 
+def redis_url(settings: BrokerSettings, env: Mapping[str, str] | None = None) -> str | None:
+    """The Redis URL of the shared limits, if any; ConfigError when ``redis_url_env`` names a
+    variable that is not set or holds no such URL."""
+    name = settings.redis_url_env
+    if name is None:
+        return settings.redis_url
+    value = (os.environ if env is None else env).get(name, "")
+    if not value:
+        raise ConfigError("redis_url_env", f"the environment variable {name} is not set")
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("redis_url_env", f"{name} must hold a redis:// URL")
+    return value
+
+
 def state_store(
     settings: BrokerSettings, *, patient: bool = False, env: Mapping[str, str] | None = None
 ) -> StateStore:
