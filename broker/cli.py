@@ -27,6 +27,7 @@ from broker.client import ApprovalPending, BrokerClient, ToolError, pretty
 from broker.commands.agent_access import agent_credentials, broker_address
 from broker.commands.audit_commands import add_audit_commands
 from broker.commands.mcp_command import add_mcp_command
+from broker.commands.migrate_command import add_migrate_command
 from broker.commands.operator_commands import add_admin_commands
 from broker.commands.policy_commands import add_policy_commands
 from broker.commands.report_commands import add_report_commands
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_commands(commands)
     add_report_commands(commands)
     add_mcp_command(commands)
+    add_migrate_command(commands)
     return parser
 
 
