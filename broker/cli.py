@@ -31,6 +31,7 @@ from broker.commands.migrate_command import add_migrate_command
 from broker.commands.operator_commands import add_admin_commands
 from broker.commands.policy_commands import add_policy_commands
 from broker.commands.report_commands import add_report_commands
+from broker.commands.run_workers import check_workers, run_workers
 from broker.commands.secret_commands import add_secret_commands
 from broker.policy.model import AGENT_ID
 from broker.server import Broker
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the broker")
     run.add_argument("--config", type=Path, required=True, help="broker config file (YAML)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="broker processes sharing the port (needs database_url; docs/replicas.md)",
+    )
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # one of --workers, internal
     run.set_defaults(handler=_run)
 
     keygen = commands.add_parser("keygen", help="make an agent key pair")
@@ -182,9 +190,14 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = load_settings(args.config)
+    if args.workers != 1:
+        check_workers(settings, args.workers)
+        return run_workers(args.config, settings, args.workers)
+    if args.worker is not None:  # one of several on this port
+        settings = settings.model_copy(update={"so_reuseport": True})
 
     async def serve() -> None:
-        broker = Broker(settings)
+        broker = Broker(settings, worker=args.worker)
         await broker.start()
         print(f"broker {settings.broker_id} listening on {settings.listen}", file=sys.stderr)
         stop = asyncio.Event()

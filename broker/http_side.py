@@ -18,8 +18,15 @@ class HttpSide:
     """A small aiohttp server on ``http_listen``."""
 
     def __init__(
-        self, host: str, port: int, slack: SlackInteractions | None, metrics: Metrics
+        self,
+        host: str,
+        port: int,
+        slack: SlackInteractions | None,
+        metrics: Metrics,
+        *,
+        reuse_port: bool = False,
     ) -> None:
+        self._reuse_port = reuse_port  # workers of one host share the port (so_reuseport)
         self._host = host
         self._port = port
         self._slack = slack
@@ -36,7 +43,7 @@ class HttpSide:
             app.router.add_post("/slack/interactions", self._interaction)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=False)
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=self._reuse_port)
         await site.start()
         server = site._server  # aiohttp keeps the bound socket here; there is no public getter
         assert server is not None

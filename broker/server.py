@@ -109,8 +109,8 @@ MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 class DataDirLock:
     """An exclusive lock on the data directory: two brokers never share one database."""
 
-    def __init__(self, data_dir: os.PathLike[str]) -> None:
-        self.path = os.path.join(data_dir, "broker.lock")
+    def __init__(self, data_dir: os.PathLike[str], name: str = "broker.lock") -> None:
+        self.path = os.path.join(data_dir, name)
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -136,13 +136,22 @@ class Broker:
     """One broker process: state on disk, the files in force, pipelines, the gRPC server and
     the HTTP side."""
 
-    def __init__(self, settings: BrokerSettings, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        env: Mapping[str, str] | None = None,
+        *,
+        worker: int | None = None,
+    ) -> None:
+        """``worker``: one of ``broker run --workers N`` (a lock of its own in data_dir; the
+        state is PostgreSQL's, the port shared with SO_REUSEPORT)."""
         self.settings = settings
         self._env = dict(os.environ if env is None else env)
         self.snapshot: Snapshot | None = None
         self.port = 0
         self.http_port = 0
-        self._lock = DataDirLock(settings.data_dir)
+        lock = "broker.lock" if worker is None else f"worker-{worker}.lock"
+        self._lock = DataDirLock(settings.data_dir, lock)
         self._state: StateStore = state_store(settings, env=self._env)
         self._audit_reader: AuditReader = audit_reader(settings, self._env)
         self._trail: AuditTrail | None = None
@@ -228,7 +237,13 @@ class Broker:
                 interactions = None  # clicks come over the socket, not over HTTP
         if self.settings.http_listen:
             host, _, port = self.settings.http_listen.rpartition(":")
-            self._http_side = HttpSide(host, int(port), interactions, self.metrics)
+            self._http_side = HttpSide(
+                host,
+                int(port),
+                interactions,
+                self.metrics,
+                reuse_port=self.settings.so_reuseport,
+            )
             self.http_port = await self._http_side.start()
         loop = asyncio.get_running_loop()
         interval = self.settings.approval_timer_interval

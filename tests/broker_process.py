@@ -15,11 +15,14 @@ from broker import errors
 from broker.client import BrokerClient
 
 
-def start_broker(config: str, log: Path, *, own_group: bool = False) -> subprocess.Popen[bytes]:
-    """Start ``broker run --config``; ``own_group``: in a new session and process group."""
+def start_broker(
+    config: str, log: Path, *extra: str, own_group: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start ``broker run --config`` (and ``extra`` options); ``own_group``: in a new session
+    and process group."""
     with log.open("wb") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "broker", "run", "--config", config],
+            [sys.executable, "-m", "broker", "run", "--config", config, *extra],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             start_new_session=own_group,

@@ -7,6 +7,7 @@ for lost."""
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,12 +19,13 @@ import pytest
 
 from broker import errors
 from broker.cli import main
-from broker.client import ApprovalPending
+from broker.client import ApprovalPending, BrokerClient
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
 from broker.v1 import broker_pb2 as pb
+from tests.broker_process import start_broker
 from tests.conftest import INVOICE_ACTIONS
-from tests.servers.ports import free_port
+from tests.servers.ports import ATTEMPTS, free_port
 from tests.servers.redis import RedisServer
 from tests.state_sql import state_sql
 
@@ -341,3 +343,33 @@ def test_with_redis_down_writes_fail_closed_and_reads_get_their_share(
     assert "rate limits" in str(refused.value)
     assert outcomes == ["done", "done", "RATE_LIMITED"]  # 4 a minute, shared by 2 replicas
     assert [r.method for r in upstream.requests] == ["GET", "GET"]
+
+
+def test_workers_share_one_port_and_one_chain(
+    shared: Workspace, payer: AgentCredentials, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = shared.root / "workers.log"
+    for _ in range(ATTEMPTS):  # a free port may be taken by another suite before we bind it
+        port = free_port()
+        shared.settings(listen=f"127.0.0.1:{port}")
+        process = start_broker(str(shared.root / "broker.yaml"), log, "--workers", "2")
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            if log.read_text(errors="replace").count(f"serving on port {port}") == 2:
+                break
+            time.sleep(0.1)  # two workers starting; bounded by the deadline
+        if process.poll() is None:
+            break
+    assert process.poll() is None, log.read_text(errors="replace")
+    try:
+        live = state_sql(shared, "SELECT count(*) FROM replicas")
+        assert live == [(2,)], "two workers, each with its lease"
+        for n in range(20):  # a connection each: the kernel spreads them over the workers
+            with BrokerClient(f"127.0.0.1:{port}", payer, broker_id=shared.broker_id) as client:
+                assert client.call("invoices.list", {"limit": n}).result is not None
+    finally:
+        process.send_signal(signal.SIGTERM)  # to the supervisor, which stops its workers
+        assert process.wait(60) == 0, log.read_text(errors="replace")
+    assert state_sql(shared, "SELECT count(*) FROM replicas") == [(0,)]
+    assert main(["audit", "verify", "--config", str(shared.root / "broker.yaml")]) == 0
+    assert f"ok: {len(shared.audit())} record(s)" in capsys.readouterr().out
