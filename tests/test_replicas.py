@@ -6,7 +6,9 @@ for lost."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import signal
 import threading
 import time
@@ -23,9 +25,10 @@ from broker.client import ApprovalPending, BrokerClient
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, Reply, RunningBroker, Workspace
 from broker.v1 import broker_pb2 as pb
-from tests.broker_process import start_broker
+from tests.broker_process import bound_port, start_broker, wait_serving
 from tests.conftest import INVOICE_ACTIONS
 from tests.servers.ports import ATTEMPTS, free_port
+from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 from tests.state_sql import state_sql
 
@@ -373,3 +376,107 @@ def test_workers_share_one_port_and_one_chain(
     assert state_sql(shared, "SELECT count(*) FROM replicas") == [(0,)]
     assert main(["audit", "verify", "--config", str(shared.root / "broker.yaml")]) == 0
     assert f"ok: {len(shared.audit())} record(s)" in capsys.readouterr().out
+
+
+def test_a_dead_replicas_running_write_becomes_outcome_unknown_and_never_runs_again(
+    shared: Workspace, payer: AgentCredentials, upstream: FakeUpstream
+) -> None:
+    upstream.respond = lambda request: Reply(body={"paid": True}, delay=60.0)
+    log = shared.root / "a.log"
+    config = shared.settings(data_dir="data-a", listen="127.0.0.1:0")
+    a = start_broker(str(shared.root / "broker.yaml"), log, own_group=True)
+    try:
+        target = f"127.0.0.1:{bound_port(a, log)}"
+        with (
+            replica(shared, "b") as b,
+            BrokerClient(target, payer, broker_id=config.broker_id) as on_a,
+        ):
+            wait_serving(on_a)
+
+            def pay() -> None:
+                with contextlib.suppress(errors.BrokerError):  # a dies under this call
+                    on_a.call("invoices.pay", {"id": "INV-5", "amount": 3}, idempotency_key="p5")
+
+            writer = threading.Thread(target=pay)
+            writer.start()
+            deadline = time.monotonic() + 20
+            while not upstream.requests:  # the write is executing on replica a
+                assert time.monotonic() < deadline
+                time.sleep(0.05)  # bounded wait for the upstream to see the POST
+            os.killpg(a.pid, signal.SIGKILL)  # the machine of replica a is gone
+            a.wait(10)
+            writer.join(30)
+            # b, running all along, finds the write once a's lease has run out
+            deadline = time.monotonic() + 90
+            while state_sql(shared, "SELECT state FROM calls") != [("outcome_unknown",)]:
+                assert time.monotonic() < deadline, "the dead replica's write was never found"
+                time.sleep(0.5)  # leases run out in 15 s, looked at every 5 s; bounded
+            with b.client(payer) as on_b, pytest.raises(errors.OutcomeUnknown):
+                on_b.call("invoices.pay", {"id": "INV-5", "amount": 3}, idempotency_key="p5")
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait(10)
+    assert [r.method for r in upstream.requests] == ["POST"]
+    events = [row.event for row in shared.audit() if row.tool == "invoices.pay"]
+    assert "outcome_unknown" in events
+
+
+def test_a_replica_that_lost_its_change_feed_reads_everything_again(
+    shared: Workspace, payer: AgentCredentials, pair: tuple[RunningBroker, ...]
+) -> None:
+    _, b = pair
+    with b.client(payer) as client:
+        client.call("invoices.list", {})
+        # every listener's connection cut, and a freeze made meanwhile that nobody announced:
+        # only the full re-read after the reconnect can find it
+        state_sql(
+            shared,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE left(query, 6) = 'LISTEN' AND pid != pg_backend_pid()",
+        )
+        state_sql(
+            shared,
+            "INSERT INTO freezes (agent, reason, frozen_by, ts_ms) VALUES (?, ?, ?, ?)",
+            ("payer", "set while the feed was down", "operator", 1),
+        )
+        deadline = time.monotonic() + 20
+        refusal = ""
+        while not refusal:
+            try:
+                client.call("invoices.list", {})
+            except errors.AgentFrozen as exc:
+                refusal = str(exc)
+            assert time.monotonic() < deadline, "the replica never read the freezes again"
+            time.sleep(0.05)  # the listener reconnects within a second; bounded above
+    assert "set while the feed was down" in refusal
+
+
+def test_a_state_database_that_goes_away_refuses_calls_and_they_resume_when_it_is_back(
+    tmp_path: Path, upstream: FakeUpstream, postgres_server: PostgresServer
+) -> None:
+    own = PostgresServer(postgres_server.bin_dir)  # a server of its own, to stop and start
+    with own:
+        url = own.fresh_database()
+        ws = Workspace(tmp_path, database_url=url)
+        ws.tool(
+            "invoices", base_url=upstream.url, allow_private_network=True, actions=INVOICE_ACTIONS
+        )
+        reader = ws.agent("reader", grants=["invoices.list"], limits=NO_LOOPS)
+        with ws.broker() as broker, broker.client(reader) as client:
+            client.call("invoices.list", {})
+            own.stop()
+            with pytest.raises(errors.Unavailable) as refused:
+                client.call("invoices.list", {})
+            own.start()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.call("invoices.list", {})
+                    break
+                except errors.Unavailable:
+                    assert time.monotonic() < deadline, "calls never resumed"
+                    time.sleep(0.2)  # the pool reconnects on its own; bounded
+    assert refused.value.reason in {"STATE_UNAVAILABLE", "AUDIT_UNAVAILABLE"}
+    assert own.password not in str(refused.value)
+    assert len(upstream.requests) >= 2

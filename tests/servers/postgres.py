@@ -45,6 +45,7 @@ class PostgresServer:
     (again, on the same port and data: a server that comes back), ``fresh_database()``."""
 
     def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
         self._bin = bin_dir
         self._folder = Path(tempfile.mkdtemp(prefix="toolbroker-pg-"))
         self._data = self._folder / "data"
@@ -57,6 +58,11 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         """A connection URL with the superuser's password."""
         return f"postgresql://postgres:{self._password}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def password(self) -> str:
+        """The superuser's password (a test checks it never shows)."""
+        return self._password
 
     def start(self) -> PostgresServer:
         """Make the cluster (the first time) and start it; RuntimeError with its log if it
