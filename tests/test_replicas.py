@@ -6,7 +6,9 @@ for lost."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import io
 import itertools
 import os
 import signal
@@ -44,7 +46,9 @@ def shared(tmp_path: Path, upstream: FakeUpstream, postgres_url: str) -> Workspa
     return workspace
 
 
-def replica(ws: Workspace, name: str, **overrides: Any) -> RunningBroker:
+def replica(
+    ws: Workspace, name: str, env: dict[str, str] | None = None, **overrides: Any
+) -> RunningBroker:
     """A broker of the deployment: its own data directory, the shared keys and database."""
     keys = ws.root / "keys"  # outside every data directory, as the docs say
     settings = ws.settings(
@@ -53,7 +57,7 @@ def replica(ws: Workspace, name: str, **overrides: Any) -> RunningBroker:
         admin_key_file=str(keys / "admin.key"),
         **overrides,
     )
-    return RunningBroker(settings)
+    return RunningBroker(settings, env)
 
 
 @pytest.fixture
@@ -480,3 +484,37 @@ def test_a_state_database_that_goes_away_refuses_calls_and_they_resume_when_it_i
     assert refused.value.reason in {"STATE_UNAVAILABLE", "AUDIT_UNAVAILABLE"}
     assert own.password not in str(refused.value)
     assert len(upstream.requests) >= 2
+
+
+def test_a_secret_changed_while_replicas_run_is_used_by_them_within_a_second(
+    shared: Workspace, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    master = base64.b64encode(b"m" * 32).decode()
+    monkeypatch.setenv("BROKER_MASTER_KEY", master)
+    shared.tool(
+        "vault",
+        base_url=upstream.url,
+        allow_private_network=True,
+        credentials={"api_key": {"header": "Authorization", "value": "Bearer {secret}"}},
+        actions={"read": {"effect": "read", "method": "GET", "path": "/read"}},
+    )
+    reader = shared.agent(
+        "reader", grants=["vault.read"], credentials={"vault.api_key": "vault-key"}, limits=NO_LOOPS
+    )
+    config = str(shared.root / "broker.yaml")
+
+    def set_secret(value: str, verb: str) -> None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(value + "\n"))
+        assert main(["secrets", verb, "vault-key", "--config", config]) == 0
+
+    env = {"BROKER_MASTER_KEY": master}
+    with replica(shared, "a", env), replica(shared, "b", env) as b, b.client(reader) as on_b:
+        set_secret("first-value-0123456789", "set")
+        on_b.call("vault.read", {})
+        assert upstream.requests[-1].headers["authorization"] == "Bearer first-value-0123456789"
+        set_secret("second-value-0123456789", "rotate")
+        changed = time.monotonic()
+        while upstream.requests[-1].headers["authorization"] != "Bearer second-value-0123456789":
+            assert time.monotonic() - changed < 10, "the other replica kept the old value"
+            time.sleep(0.1)  # replicas look at the version every 0.5 s; bounded above
+            on_b.call("vault.read", {})

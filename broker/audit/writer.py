@@ -344,7 +344,9 @@ def _heads(args: argparse.Namespace, sink: Sink) -> Heads:
 def _trail(args: argparse.Namespace) -> TrailLedger:
     if args.state_url_env:
         pg_ledger = importlib.import_module("broker.storage.pg_audit_ledger")
-        shared: TrailLedger = pg_ledger.PgAuditLedger(os.environ[args.state_url_env])
+        shared: TrailLedger = pg_ledger.PgAuditLedger(
+            os.environ[args.state_url_env], durable=args.durability == "fsync"
+        )
         return shared
     return AuditLedger(args.database)
 

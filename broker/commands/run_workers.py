@@ -5,8 +5,9 @@ processes. Each worker is a whole broker (``broker run --worker I``): the port i
 SO_REUSEPORT (the kernel spreads connections), the state, the audit chain and the shared
 limits are PostgreSQL's and Redis's, as for replicas on several machines, so workers need
 ``database_url``. This process only supervises: it makes the keys every worker signs with
-before any starts (two making them at once would each sign with its own), forwards SIGTERM,
-SIGINT and SIGHUP, starts again a worker that died, and stops when all have stopped.
+(and any dev keys) before any starts (two making them at once would each use its own),
+forwards SIGTERM, SIGINT and SIGHUP, starts again a worker that died, and stops when all have
+stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from broker.approvals.admin import admin_keys
 from broker.audit.checkpoints import audit_key
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings
+from broker.snapshot import load_snapshot
 from broker.storage.backend import postgres_url
 
 log = logging.getLogger("broker.workers")
@@ -49,6 +51,7 @@ def run_workers(config: Path, settings: BrokerSettings, count: int) -> int:
     """Start ``count`` workers and supervise them until a signal stops them; exit status."""
     audit_key(settings)
     admin_keys(settings)
+    load_snapshot(settings)  # checks the files once, and makes any dev keys, before the workers
     started: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
     stopping: list[int] = []
 

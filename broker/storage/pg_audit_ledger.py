@@ -5,8 +5,8 @@ The chain's head (its length, last hash, and the checkpoint schedule) is the one
 ``audit_chain``. Each batch is one transaction that locks that row ``FOR UPDATE``, links its
 records after the head it finds, inserts them, signs a checkpoint if one is due, and stores the
 new head: writers of different replicas take turns per batch, and no two records ever get the
-same place in the chain. A commit is durable (PostgreSQL's WAL, ``synchronous_commit`` on), so
-there is no log of our own to fsync or copy.
+same place in the chain. With durability ``fsync`` a commit is on disk when PostgreSQL
+answers (``synchronous_commit`` on), so there is no log of our own to fsync or copy.
 
 The writer is a process of its own without an event loop: one plain connection, made again
 after a failure (the server may have restarted). Failures become StoreError, without the
@@ -61,7 +61,11 @@ class PgAuditLedger:
     """The TrailLedger of the PostgreSQL backend: the writer's connection to the shared
     chain."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, durable: bool = True) -> None:
+        """``durable`` (durability ``fsync``): a batch is acknowledged once PostgreSQL has it
+        on disk; else (``process``) once PostgreSQL has it, before its disk does
+        (``synchronous_commit = off``): it survives the broker, not a crash of the server."""
+        self._durable = durable
         self._url = url
         self.where = redacted(url)
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
@@ -130,7 +134,8 @@ class PgAuditLedger:
                     self._url,
                     autocommit=True,
                     connect_timeout=max(1, int(CONNECT_TIMEOUT_S)),
-                    options=f"-c lock_timeout={HEAD_LOCK_TIMEOUT_MS}",
+                    options=f"-c lock_timeout={HEAD_LOCK_TIMEOUT_MS}"
+                    + ("" if self._durable else " -c synchronous_commit=off"),
                 )
             except psycopg.Error as exc:
                 reason = error_text(exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from broker.storage.pg_connection import Connection, PgDatabase, delete_in_batches
+from broker.storage.pg_connection import ASYNC_COMMIT, Connection, PgDatabase, delete_in_batches
 from broker.storage.pg_queue import QueuedWrites
 from broker.storage.records import AlertLevel, Charge, Spent, Usage
 
@@ -69,6 +69,7 @@ class PgBudgets:
         now = time.time_ns() // 1_000_000
 
         async def spend(conn: Connection) -> Spent:
+            await conn.execute(ASYNC_COMMIT)  # on disk with the call's audit record
             found: dict[int, Usage] = {}
             for index in order:
                 charge = charges[index]

@@ -33,6 +33,12 @@ CONNECT_TIMEOUT_S = 3.0
 # migrations of concurrent starters run one at a time (a session lock: any number)
 MIGRATION_LOCK = 0x70B0_0001
 PRUNE_BATCH = 1000  # rows one retention statement deletes: a short transaction each
+# For a write on every call's path (a nonce claim, a budget charge): committed without waiting
+# for the disk. It is on disk all the same before the call's answer leaves: the call's audit
+# record is committed after it, waiting for the disk (durability fsync), and PostgreSQL's log
+# is written in order, so that flush takes this commit with it. An fsync of its own would be
+# one more disk wait per call.
+ASYNC_COMMIT = "SET LOCAL synchronous_commit = off"
 
 
 class PgDatabase:

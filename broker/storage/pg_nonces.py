@@ -4,7 +4,7 @@ makes it. Rows go once stale (past twice the request window), in batches."""
 
 from __future__ import annotations
 
-from broker.storage.pg_connection import Connection, PgDatabase, delete_in_batches
+from broker.storage.pg_connection import ASYNC_COMMIT, Connection, PgDatabase, delete_in_batches
 
 _CLAIM = "INSERT INTO nonces (nonce, expires_ms) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 _PRUNE = (
@@ -22,6 +22,7 @@ class PgNonces:
         """True when no process had claimed ``nonce``; committed before it returns."""
 
         async def claim(conn: Connection) -> bool:
+            await conn.execute(ASYNC_COMMIT)
             cursor = await conn.execute(_CLAIM, (nonce, expires_ms))
             return cursor.rowcount == 1
 

@@ -27,6 +27,8 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.devmode import ensure_master_key_file, ensure_secret
+from broker.storage.interfaces import StateStore
+from broker.storage.pg_state import PgState
 from broker.storage.sqlite_state import SqliteState
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +104,7 @@ def broker_process(
     grants: list[Any] | None = None,
     without: str = "",
     inline: bool = False,
+    workers: int = 1,
     **config: Any,
 ) -> Iterator[BrokerProcess]:
     """A `broker run` process on a copy of the repository's tools and policies."""
@@ -118,7 +121,8 @@ def broker_process(
     master = ensure_master_key_file(workdir / "data" / "master.key")
     # on a loop of its own, in a thread: the benchmarks call this from inside theirs
     with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, _store_api_key(workdir / "data" / "broker.db", master)).result()
+        store = _store_api_key(workdir / "data" / "broker.db", master, config.get("database_url"))
+        thread.submit(asyncio.run, store).result()
     for name, extra in (tools or {}).items():
         (workdir / f"tools/{name}.yaml").write_text(yaml.safe_dump(extra))
     port = free_port()
@@ -136,6 +140,8 @@ def broker_process(
     config_path.write_text(yaml.safe_dump(settings))
     log = (workdir / "broker.log").open("wb")
     command = [sys.executable, "-m", "broker", "run", "--config", str(config_path)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     if without or inline:  # a variant, to measure what stages cost or what workers save
         command = [
             sys.executable,
@@ -155,6 +161,7 @@ def broker_process(
     try:
         try:
             wait_healthy(f"127.0.0.1:{port}")
+            _wait_serving(workdir / "broker.log", port, workers)
         except RuntimeError:
             tail = (workdir / "broker.log").read_text()[-2000:]
             raise RuntimeError(f"the broker did not start:\n{tail}") from None
@@ -260,9 +267,18 @@ def run_call_bench(
     publish(report(results, args.rounds, args.calls), args.write)
 
 
-async def _store_api_key(database: Path, master: bytes) -> None:
+def _wait_serving(log: Path, port: int, workers: int, seconds: float = 30.0) -> None:
+    """Until every worker says it serves (one answering the health check is not all)."""
+    deadline = time.monotonic() + seconds
+    while log.read_text(errors="replace").count(f"serving on port {port}") < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{workers} workers did not all start")
+        time.sleep(0.1)  # workers starting; bounded by the deadline
+
+
+async def _store_api_key(database: Path, master: bytes, url: str | None = None) -> None:
     """The example upstream's API key in the broker's secret store, as `make run` puts it."""
-    state = SqliteState(database)
+    state: StateStore = SqliteState(database) if url is None else PgState(url)
     await state.open()
     try:
         await ensure_secret(state, master, "invoices-dev-key", API_KEY)

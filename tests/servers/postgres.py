@@ -44,7 +44,9 @@ class PostgresServer:
     """``with PostgresServer(bin_dir) as server``: ``url(database)``, ``stop()``, ``start()``
     (again, on the same port and data: a server that comes back), ``fresh_database()``."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
+        """``durable``: fsync as a deployment would (benchmarks); tests skip it, for speed."""
+        self._durable = durable
         self.bin_dir = bin_dir
         self._bin = bin_dir
         self._folder = Path(tempfile.mkdtemp(prefix="toolbroker-pg-"))
@@ -135,9 +137,10 @@ class PostgresServer:
         self._made = True
 
     def _pg_ctl(self, action: str, *more: str) -> bool:
+        unsafe = "" if self._durable else "-c fsync=off -c full_page_writes=off "
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self._folder} -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200"
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self._folder} {unsafe}"
+            "-c max_connections=200"
         )
         command = [str(self._bin / "pg_ctl"), action, "-D", str(self._data), *more]
         if action == "start":
