@@ -63,9 +63,9 @@ demo: install
 ## bench: broker vs. direct side by side, policy decisions at scale, a rate-limited burst, the
 ## untrusted-content detector on BIPIA (development figures), the cost of each stage and of the
 ## audit trail, small calls beside big answers, the import time of the SDK, the provenance
-## check against 1 MB of outside text, time-based checkpoints and witnesses; each rewrites its
-## section of BENCHMARKS.md
-bench: install
+## check against 1 MB of outside text, time-based checkpoints and witnesses, SQLite against
+## PostgreSQL and two workers; each rewrites its section of BENCHMARKS.md
+bench: install test-packages
 	$(PY) -m tests.bench.bench_call_path --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_policy --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_burst --write BENCHMARKS.md
@@ -77,6 +77,7 @@ bench: install
 	$(PY) -m tests.bench.bench_provenance --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_witnesses --write BENCHMARKS.md
 	$(PY) -m tests.bench.bench_mcp --write BENCHMARKS.md
+	$(PY) -m tests.bench.bench_replicas --write BENCHMARKS.md
 
 lint: install
 	$(VENV)/bin/ruff check broker tests examples
