@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -23,20 +23,30 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from broker.signing import AgentCredentials
 from broker.storage.records import CheckpointRow
 
-if TYPE_CHECKING:  # the audit writer process imports this module, and never needs pydantic
-    from broker.settings import BrokerSettings
-
 AUDIT_AGENT = "broker-audit"
 KINDS = ("periodic", "stop", "prune")
 
 
-def audit_key_path(settings: BrokerSettings) -> Path:
+class KeyPlaces(Protocol):
+    """Where the audit key is (BrokerSettings has both; the audit writer process, which
+    imports this module, never loads the settings' models)."""
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory."""
+
+    @property
+    def audit_key_file(self) -> Path | None:
+        """The configured key file, if any."""
+
+
+def audit_key_path(settings: KeyPlaces) -> Path:
     """The broker's audit signing key (made on first start, mode 0600): ``audit_key_file``,
     the same for every replica, or the data directory's own."""
     return settings.audit_key_file or settings.data_dir / "audit.key"
 
 
-def audit_key(settings: BrokerSettings) -> AgentCredentials:
+def audit_key(settings: KeyPlaces) -> AgentCredentials:
     """The audit key, made if missing."""
     path = audit_key_path(settings)
     if not path.exists():
