@@ -44,7 +44,7 @@ place, and the SDK turns that status back into the same class.
     ├── Unavailable                          UNAVAILABLE
     │   ├── UpstreamUnavailable              UPSTREAM_UNAVAILABLE
     │   ├── AuditUnavailable                 AUDIT_UNAVAILABLE
-    │   └── StateUnavailable                 STATE_UNAVAILABLE
+    │   └── StoreUnavailable                 STORE_UNAVAILABLE
     ├── DeadlineExceeded                     DEADLINE_EXCEEDED
     │   └── UpstreamTimeout                  UPSTREAM_TIMEOUT
     ├── Unknown                              UNKNOWN
@@ -275,10 +275,10 @@ class AuditUnavailable(Unavailable):
     reason = "AUDIT_UNAVAILABLE"
 
 
-class StateUnavailable(Unavailable):
+class StoreUnavailable(Unavailable):
     """The database of the broker's state (PostgreSQL, for replicas) did not answer."""
 
-    reason = "STATE_UNAVAILABLE"
+    reason = "STORE_UNAVAILABLE"
 
 
 class DeadlineExceeded(BrokerError):

@@ -65,7 +65,7 @@ class AuditStage:
             # the state's database failed under this call: a refusal the agent may retry,
             # without the database's name (the log has it)
             log.error("call %s: the state database failed: %s", call.call_id, exc)
-            failure = errors.StateUnavailable(
+            failure = errors.StoreUnavailable(
                 "the broker's state database is unavailable; retry later"
             )
             raise failure from None
