@@ -11,6 +11,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, NoReturn
@@ -152,7 +153,8 @@ class Broker:
         self.http_port = 0
         lock = "broker.lock" if worker is None else f"worker-{worker}.lock"
         self._lock = DataDirLock(settings.data_dir, lock)
-        self._state: StateStore = state_store(settings, env=self._env)
+        place = f"{socket.gethostname()}:{self._lock.path}"  # held while this process runs
+        self._state: StateStore = state_store(settings, env=self._env, place=place)
         self._audit_reader: AuditReader = audit_reader(settings, self._env)
         self._trail: AuditTrail | None = None
         self._server: aio.Server | None = None

@@ -179,7 +179,13 @@ def minio(monkeypatch: pytest.MonkeyPatch) -> Iterator[MinioServer]:
 def test_an_s3_witness_keeps_each_head_under_object_lock(
     ws: Workspace, upstream: FakeUpstream, minio: MinioServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s3 = boto3.client("s3", endpoint_url=minio.endpoint, region_name="us-east-1")
+    s3 = boto3.client(  # this server's keys: boto3's default session keeps the first it saw
+        "s3",
+        endpoint_url=minio.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=minio.access_key,
+        aws_secret_access_key=minio.secret_key,
+    )
     s3.create_bucket(Bucket="audit-heads", ObjectLockEnabledForBucket=True)
     witness = {
         "kind": "s3",

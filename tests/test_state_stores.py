@@ -123,7 +123,10 @@ def test_calls_are_found_by_state_expiry_and_reminder(open_state: Callable[[], S
     async def scenario(state: StateStore) -> None:
         await state.calls.insert(call("old", at=1000))
         await state.calls.insert(call("new", at=50_000))
-        await state.calls.insert(call("run", state="executing", at=2000))
+        gone = open_state()  # a process that stopped while its write was executing
+        await gone.open()
+        await gone.calls.insert(call("run", state="executing", at=2000))
+        await gone.close()
         assert [c.call_id for c in await state.calls.in_states(["pending"])] == ["old", "new"]
         assert [c.call_id for c in await state.calls.expiring(61_000)] == ["old"]
         assert [c.call_id for c in await state.calls.unreminded(31_000)] == ["old"]

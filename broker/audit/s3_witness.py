@@ -35,7 +35,9 @@ class S3Witness:
         self.name = f"s3://{self.bucket}/{self.prefix}"
         self._lock_days = int(config.get("lock_days") or 0)
         self._lock_mode = str(config.get("lock_mode") or "COMPLIANCE")
-        self._client = boto3.client(
+        # a session of its own: the credentials are looked up now, from the environment
+        # as it is (boto3's default session keeps the first ones it found, for good)
+        self._client = boto3.session.Session().client(
             "s3",
             endpoint_url=config.get("endpoint_url"),
             region_name=config.get("region") or "us-east-1",

@@ -52,15 +52,20 @@ def redis_url(settings: BrokerSettings, env: Mapping[str, str] | None = None) ->
 
 
 def state_store(
-    settings: BrokerSettings, *, patient: bool = False, env: Mapping[str, str] | None = None
+    settings: BrokerSettings,
+    *,
+    patient: bool = False,
+    env: Mapping[str, str] | None = None,
+    place: str = "",
 ) -> StateStore:
     """The broker's state (not yet open). ``patient``: wait seconds, not milliseconds, for a
-    busy SQLite database (a command beside a running broker, not the broker itself)."""
+    busy SQLite database (a command beside a running broker, not the broker itself).
+    ``place``: the host and data directory lock a broker holds (its lease, on PostgreSQL)."""
     url = postgres_url(settings, env)
     if url is not None:
         # psycopg takes 130 ms to import: a broker on SQLite, and every command, skips it
         pg_state = importlib.import_module("broker.storage.pg_state")
-        store: StateStore = pg_state.PgState(url)
+        store: StateStore = pg_state.PgState(url, place)
         return store
     busy = READ_BUSY_TIMEOUT_S if patient else BUSY_TIMEOUT_S
     return SqliteState(settings.database, durability=settings.durability, busy_timeout=busy)

@@ -28,10 +28,12 @@ LEASE_MS = 15_000
 FORGET_MS = 86_400_000  # rows of processes gone this long are dropped
 # DB_NOW_MS is a constant expression and every value is bound: no injection path.
 _BEAT = (
-    "INSERT INTO replicas (id, host, started_ms, heartbeat_ms) "  # noqa: S608
-    f"VALUES (%s, %s, {DB_NOW_MS}, {DB_NOW_MS}) "
+    "INSERT INTO replicas (id, host, place, started_ms, heartbeat_ms) "  # noqa: S608
+    f"VALUES (%s, %s, %s, {DB_NOW_MS}, {DB_NOW_MS}) "
     f"ON CONFLICT (id) DO UPDATE SET heartbeat_ms = {DB_NOW_MS}"
 )
+# the processes that held this place before: gone, since this one holds its lock now
+_PREDECESSORS = "DELETE FROM replicas WHERE place = %s AND place != '' AND id != %s"
 _FORGET = f"DELETE FROM replicas WHERE heartbeat_ms < {DB_NOW_MS} - %s"  # noqa: S608
 
 
@@ -43,14 +45,24 @@ def replica_id() -> str:
 class Lease:
     """This process's row in ``replicas``, renewed every HEARTBEAT_S while open."""
 
-    def __init__(self, database: PgDatabase, replica: str) -> None:
+    def __init__(self, database: PgDatabase, replica: str, place: str = "") -> None:
+        """``place``: the host and data directory lock this process holds ("" for a command
+        line tool, which holds none)."""
         self._db = database
         self.replica = replica
+        self._place = place
         self._host = socket.gethostname()
         self._task: asyncio.Task[None] | None = None
 
     async def take(self) -> None:
-        """Take the lease (before recovery looks at anyone's) and keep it renewed."""
+        """Take the lease (before recovery looks at anyone's) and keep it renewed; let go of
+        the leases of the processes that held this place before (a restart after a crash:
+        their running writes are lost at once, not a lease later)."""
+
+        async def succeed(conn: Connection) -> None:
+            await conn.execute(_PREDECESSORS, (self._place, self.replica))
+
+        await self._db.run(succeed)
         await self._beat()
         self._task = asyncio.get_running_loop().create_task(self._renew(), name="pg-lease")
 
@@ -70,7 +82,7 @@ class Lease:
 
     async def _beat(self) -> None:
         async def beat(conn: Connection) -> None:
-            await conn.execute(_BEAT, (self.replica, self._host))
+            await conn.execute(_BEAT, (self.replica, self._host, self._place))
             await conn.execute(_FORGET, (FORGET_MS,))
 
         await self._db.run(beat)

@@ -155,12 +155,15 @@ MIGRATIONS: list[str] = [
     # 3: leases. Each broker process is a row of replicas with a heartbeat (the database's
     # clock, not the machines'); a write that starts executing is stamped with the process
     # running it (the session's toolbroker.replica), so recovery marks only the writes of
-    # processes whose lease ran out, never those of a live replica.
+    # processes whose lease ran out, never those of a live replica. place: the host and data
+    # directory lock a process held (a process starting there again knows its predecessor is
+    # gone: it holds that lock now).
     """
     ALTER TABLE calls ADD COLUMN owner TEXT NOT NULL DEFAULT '';
     CREATE TABLE replicas (
         id TEXT PRIMARY KEY,
         host TEXT NOT NULL,
+        place TEXT NOT NULL,
         started_ms BIGINT NOT NULL,
         heartbeat_ms BIGINT NOT NULL
     );

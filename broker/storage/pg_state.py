@@ -37,10 +37,11 @@ class PgState:
     heads: PgAuditHeads
     nonces: PgNonces
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, place: str = "") -> None:
+        """``place``: the host and data directory lock the broker holds (pg_leases)."""
         self._replica = replica_id()
         self._database = PgDatabase(url, replica=self._replica)
-        self._lease = Lease(self._database, self._replica)
+        self._lease = Lease(self._database, self._replica, place)
         self._writes: QueuedWrites | None = None
         self._listener: ChangeListener | None = None
         self._telling: set[asyncio.Task[None]] = set()
