@@ -248,6 +248,8 @@ class Writer:
                     mark = self._chain.checkpoint(self._ledger)
                 if shared is not None:
                     self._ledger.keep_head(self._chain.state())
+                # a head leaves only once what it signs is on disk (see write)
+                self._ledger.commit_durably(mark is not None or any(b.durable for b in batches))
         except StoreError as exc:
             self._chain.restore(before)
             return str(exc)

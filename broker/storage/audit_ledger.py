@@ -77,6 +77,9 @@ class AuditLedger:
     def keep_head(self, head: ChainHead) -> None:
         """Nothing to keep: the head is the last record."""
 
+    def commit_durably(self, durable: bool) -> None:
+        """Nothing to do: ``sync`` fsyncs the log after the commit when asked."""
+
     def storable(self, values: Sequence[Any]) -> Sequence[Any]:
         """SQLite stores every value as it is."""
         return values

@@ -230,6 +230,10 @@ class TrailLedger(Protocol):
     def keep_head(self, head: ChainHead) -> None:
         """Store the head as the transaction leaves it (shared chains only)."""
 
+    def commit_durably(self, durable: bool) -> None:
+        """Inside a transaction: whether its commit must wait for the disk (a batch that
+        asked for it, or a checkpoint). SQLite fsyncs apart (``sync``)."""
+
     def storable(self, values: Sequence[Any]) -> Sequence[Any]:
         """A record's values as the database stores them exactly, before they are hashed."""
 

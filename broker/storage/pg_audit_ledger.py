@@ -97,6 +97,14 @@ class PgAuditLedger:
         assert self._conn is not None
         self._conn.execute(_KEEP_HEAD, head)
 
+    def commit_durably(self, durable: bool) -> None:
+        """A batch no one waits on the disk for commits without waiting for it: the next
+        durable commit (PostgreSQL's log is written in order) takes it to disk, as SQLite's
+        fsync after a later batch does."""
+        assert self._conn is not None
+        if self._durable and not durable:
+            self._conn.execute("SET LOCAL synchronous_commit = off")
+
     def storable(self, values: Sequence[Any]) -> Sequence[Any]:
         """A record's values as a TEXT column holds them (no U+0000), before they are hashed:
         the stored record is then exactly the one its hash covers."""
