@@ -11,6 +11,7 @@ on disk before the answer leaves.
 from __future__ import annotations
 
 import datetime
+import os
 import itertools
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
@@ -161,6 +162,12 @@ def report(results: dict[tuple[str, int], Sample], rounds: int, total: int) -> s
         f"{one16.per_second:,.0f}. Two workers serve {two16.per_second / one16.per_second:.2f}x "
         "one process at concurrency 16 (target: 1.6x where the machine has cores for them).",
     ]
+    if (os.cpu_count() or 1) < 4:
+        lines[-1] += (
+            f" This machine has {os.cpu_count()} cores, and the load generator, the upstream, "
+            "PostgreSQL and the audit writers keep them busy already: a second worker has no "
+            "core of its own, so it takes turns with the first rather than adding to it."
+        )
     return "\n".join(lines) + "\n"
 
 
