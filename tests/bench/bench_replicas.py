@@ -11,8 +11,8 @@ on disk before the answer leaves.
 from __future__ import annotations
 
 import datetime
-import os
 import itertools
+import os
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
