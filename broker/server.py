@@ -281,7 +281,7 @@ class Broker:
     async def _recover_lost(self) -> None:
         """With replicas: look for writes a dead replica left executing, every lease."""
         while True:
-            await asyncio.sleep(RECOVERY_INTERVAL_S)
+            await asyncio.sleep(RECOVERY_INTERVAL_S)  # a look, then a rest: leases last 15 s
             try:
                 if self._approvals is not None:
                     await self._approvals.recover_lost(now_ms())

@@ -82,7 +82,7 @@ def run_workers(config: Path, settings: BrokerSettings, count: int) -> int:
             forward(signal.SIGTERM, None)
             continue
         log.error("worker %d stopped (exit %d); starting it again", worker, code)
-        time.sleep(RESTART_PAUSE_S)
+        time.sleep(RESTART_PAUSE_S)  # a worker dying at once again must not spin a core
         started[worker] = (_start(config, worker), time.monotonic())
     return status
 

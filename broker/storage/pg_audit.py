@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from broker.storage.audit_sql import SELECT_RECORDS, audit_query_sql
 from broker.storage.interfaces import Sign
 from broker.storage.pg_audit_ledger import INSERT_CHECKPOINT, SELECT_CHECKPOINTS, checkpoint_values
 from broker.storage.pg_connection import Connection, PgDatabase
@@ -26,7 +27,6 @@ from broker.storage.records import (
     StoreError,
 )
 
-_SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit "  # noqa: S608
 CHAIN_CHUNK = 2_000  # records read at a time by a verify
 PRUNE_BATCH = 5_000  # records removed in one transaction (as on SQLite: sqlite_audit)
 READER_POOL = 2  # a reader's connections: the broker at start, or one command
@@ -50,26 +50,13 @@ class PgAuditReader:
 
     async def query(self, query: AuditQuery) -> list[AuditRow]:
         """Records matching ``query``, in chain order."""
-        clauses, params = ["seq > %s"], [query.after_seq]  # type: tuple[list[str], list[object]]
-        for column, value in query.equals.items():
-            clauses.append(f"{column} = %s")  # a checked column name (AuditQuery)
-            params.append(value)
-        if query.since_ms is not None:
-            clauses.append("ts_ms >= %s")
-            params.append(query.since_ms)
-        if query.until_ms is not None:
-            clauses.append("ts_ms < %s")
-            params.append(query.until_ms)
-        sql = _SELECT + "WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY seq DESC" if query.newest else " ORDER BY seq"
-        if query.limit is not None:
-            sql += f" LIMIT {int(query.limit)}"
+        sql, params = audit_query_sql(query, "%s")
         rows = [AuditRow(*row) for row in await self._rows(sql, params)]
         return rows[::-1] if query.newest else rows
 
     async def chain(self, from_seq: int) -> AsyncIterator[tuple[Any, ...]]:
         """Every record from ``from_seq`` on, in chain order, a chunk at a time."""
-        sql = _SELECT + "WHERE seq >= %s ORDER BY seq LIMIT %s"
+        sql = SELECT_RECORDS + "WHERE seq >= %s ORDER BY seq LIMIT %s"
         while True:
             chunk = await self._rows(sql, (from_seq, CHAIN_CHUNK))
             for row in chunk:

@@ -68,7 +68,7 @@ class ChangeListener:
                         error_text(exc),
                     )
             self.connected.clear()
-            await asyncio.sleep(RECONNECT_S)
+            await asyncio.sleep(RECONNECT_S)  # the server is away: try again soon, not in a loop
 
     async def _listen(self) -> None:
         # TCP keepalive: a connection that died without a word (a machine lost, a network

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import psycopg
 
 from broker.storage.pg_audit_ledger import SELECT_CHECKPOINTS
+from broker.storage.pg_changes import CHANNEL, RESYNC
 from broker.storage.pg_connection import CONNECT_TIMEOUT_S, error_text
 from broker.storage.records import StoreError
 from broker.storage.sqlite_connection import read_only
@@ -71,7 +72,7 @@ def import_sqlite(data_dir: Path, url: str) -> list[Copied]:
                     Copied(table, _copy(data_dir / file, table, target)) for file, table in TABLES
                 ]
                 _continue_the_chain(target)
-                target.execute("SELECT pg_notify('toolbroker', 'resync:')")
+                target.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{RESYNC}:"))
             return copied
     except psycopg.Error as exc:
         raise StoreError(f"migrating into {redacted(url)} failed: {error_text(exc)}") from None

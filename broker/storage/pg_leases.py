@@ -89,7 +89,7 @@ class Lease:
 
     async def _renew(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(HEARTBEAT_S)  # the beat's period: several fit in one lease
             try:
                 await self._beat()
             except StoreError as exc:

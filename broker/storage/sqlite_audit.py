@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.storage.audit_ledger import INSERT_CHECKPOINT, SELECT_CHECKPOINTS, checkpoint_values
+from broker.storage.audit_sql import SELECT_RECORDS, audit_query_sql
 from broker.storage.interfaces import Sign
 from broker.storage.records import (
     AUDIT_COLUMNS,
@@ -31,7 +32,6 @@ from broker.storage.sqlite_connection import (
 )
 from broker.storage.sqlite_schema import audit_database, prepare_audit_database
 
-_SELECT = f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit "  # noqa: S608
 _CHECKPOINTS = SELECT_CHECKPOINTS + "ORDER BY seq"
 CHAIN_CHUNK = 2_000  # records read at a time by a verify
 # A prune waits this long for the audit writer, which holds its lock for milliseconds at a
@@ -63,20 +63,7 @@ class SqliteAuditReader:
 
     async def query(self, query: AuditQuery) -> list[AuditRow]:
         """Records matching ``query``, in chain order."""
-        clauses, params = ["seq > ?"], [query.after_seq]  # type: tuple[list[str], list[object]]
-        for column, value in query.equals.items():
-            clauses.append(f"{column} = ?")  # a checked column name (AuditQuery)
-            params.append(value)
-        if query.since_ms is not None:
-            clauses.append("ts_ms >= ?")
-            params.append(query.since_ms)
-        if query.until_ms is not None:
-            clauses.append("ts_ms < ?")
-            params.append(query.until_ms)
-        sql = _SELECT + "WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY seq DESC" if query.newest else " ORDER BY seq"
-        if query.limit is not None:
-            sql += f" LIMIT {int(query.limit)}"
+        sql, params = audit_query_sql(query, "?")
         rows = await self._reads.run(lambda c: [AuditRow(*r) for r in c.execute(sql, params)])
         return rows[::-1] if query.newest else rows
 
@@ -120,7 +107,7 @@ class SqliteAuditReader:
 
 
 def _chunk(conn: sqlite3.Connection, *, from_seq: int) -> list[tuple[Any, ...]]:
-    sql = _SELECT + "WHERE seq >= ? ORDER BY seq LIMIT ?"
+    sql = SELECT_RECORDS + "WHERE seq >= ? ORDER BY seq LIMIT ?"
     return conn.execute(sql, (from_seq, CHAIN_CHUNK)).fetchall()
 
 
@@ -129,7 +116,9 @@ def read_audit_rows(database: Path, call_id: str | None = None) -> list[AuditRow
     tests outside an event loop."""
     where, params = ("WHERE call_id = ?", (call_id,)) if call_id else ("", ())
     with read_only(audit_database(database)) as conn:
-        return [AuditRow(*row) for row in conn.execute(_SELECT + where + " ORDER BY seq", params)]
+        return [
+            AuditRow(*row) for row in conn.execute(SELECT_RECORDS + where + " ORDER BY seq", params)
+        ]
 
 
 def _prune(path: Path, before_ms: int, sign: Sign) -> tuple[int, CheckpointRow | None]:
