@@ -26,7 +26,7 @@ run: install run-packages
 # saying why; in CI they fail).
 RUN_PACKAGES  := bwrap:bubblewrap pdftotext:poppler-utils prlimit:util-linux
 TEST_PACKAGES := $(RUN_PACKAGES) nginx:nginx-light pg_ctlcluster:postgresql \
-  redis-server:redis-server
+  redis-server:redis-server chromium:chromium
 
 run-packages:
 	@$(call install_missing,$(RUN_PACKAGES))

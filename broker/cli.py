@@ -26,6 +26,7 @@ from broker import errors
 from broker.client import ApprovalPending, BrokerClient, ToolError, pretty
 from broker.commands.agent_access import agent_credentials, broker_address
 from broker.commands.audit_commands import add_audit_commands
+from broker.commands.console_command import add_console_command
 from broker.commands.mcp_command import add_mcp_command
 from broker.commands.migrate_command import add_migrate_command
 from broker.commands.operator_commands import add_admin_commands
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_commands(commands)
     add_mcp_command(commands)
     add_migrate_command(commands)
+    add_console_command(commands)
     return parser
 
 

@@ -42,8 +42,9 @@ def dev_keys(data_dir: Path, agents: list[str]) -> list[RegisteredKey]:
     return keys
 
 
-def ensure_master_key_file(path: Path) -> bytes:
-    """The master key in ``path``, made (mode 0600) if the file does not exist."""
+def ensure_key_file(path: Path) -> bytes:
+    """The 32-byte key in ``path`` (the master key, the console's key), made (mode 0600) if the
+    file does not exist."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -1,5 +1,5 @@
-"""The broker's HTTP side: ``/healthz``, ``/metrics`` (Prometheus) and Slack's
-``/slack/interactions``.
+"""The broker's HTTP side: ``/healthz``, ``/metrics`` (Prometheus), Slack's
+``/slack/interactions`` and, when configured, the web console under ``/console/``.
 
 Slack clicks arrive here; the handler verifies the signature over the raw body before it reads
 anything, and answers within Slack's three seconds (a decision is one compare-and-set; running
@@ -11,6 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from broker.approvals.slack import MAX_BODY, SlackInteractions
+from broker.console.app import Console
 from broker.metrics import Metrics
 
 
@@ -25,12 +26,14 @@ class HttpSide:
         metrics: Metrics,
         *,
         reuse_port: bool = False,
+        console: Console | None = None,
     ) -> None:
         self._reuse_port = reuse_port  # workers of one host share the port (so_reuseport)
         self._host = host
         self._port = port
         self._slack = slack
         self._metrics = metrics
+        self._console = console
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -41,6 +44,8 @@ class HttpSide:
         app.router.add_get("/metrics", self._scrape)
         if self._slack is not None:
             app.router.add_post("/slack/interactions", self._interaction)
+        if self._console is not None:
+            self._console.mount(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_port=self._reuse_port)

@@ -8,7 +8,6 @@ reflection on one grpc.aio server.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import socket
@@ -35,6 +34,10 @@ from broker.approvals.stored_calls import PENDING
 from broker.audit.checkpoints import audit_key, audit_key_path
 from broker.audit.pipe import AuditPipe, WriterOptions
 from broker.audit.trail import AuditTrail
+from broker.console.app import Console
+from broker.console.context import ConsoleParts
+from broker.console.tokens import ConsoleTokens
+from broker.datadir_lock import DataDirLock
 from broker.http_side import HttpSide
 from broker.identity import KeyRegistry, ReplayGuard
 from broker.limits.budgets import Budgets
@@ -107,32 +110,6 @@ RECOVERY_INTERVAL_S = 5.0
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 
 
-class DataDirLock:
-    """An exclusive lock on the data directory: two brokers never share one database."""
-
-    def __init__(self, data_dir: os.PathLike[str], name: str = "broker.lock") -> None:
-        self.path = os.path.join(data_dir, name)
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock, or raise ConfigError naming the directory."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise errors.ConfigError(
-                self.path, "another broker is running on this data_dir; stop it or use another"
-            ) from None
-        self._fd = fd
-
-    def release(self) -> None:
-        """Let go of the lock."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
 class Broker:
     """One broker process: state on disk, the files in force, pipelines, the gRPC server and
     the HTTP side."""
@@ -173,6 +150,7 @@ class Broker:
         self._call_events = CallEvents(lambda call_id: self._state.announce("call", call_id))
         self._freezes: Freezes | None = None
         self._redis: RedisLimits | None = None  # the limits replicas share, if configured
+        self._limiters = Limiters()
         self._changes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
@@ -199,6 +177,7 @@ class Broker:
         shared_limits = redis_url(self.settings, self._env)
         if shared_limits is not None:
             self._redis = RedisLimits(shared_limits, self.settings.broker_id)
+        self._limiters = Limiters(self._redis, self.settings.replica_count)
         try:
             await self._state.open()
             await self._audit_reader.prepare()
@@ -245,6 +224,7 @@ class Broker:
                 interactions,
                 self.metrics,
                 reuse_port=self.settings.so_reuseport,
+                console=await self._console(self._approvals, self._trail),
             )
             self.http_port = await self._http_side.start()
         loop = asyncio.get_running_loop()
@@ -408,6 +388,25 @@ class Broker:
         await self._audit_reader.close()
         self._lock.release()
 
+    async def _console(self, approvals: Approvals, trail: AuditTrail) -> Console | None:
+        """The web console, when configured (its links claimed like agents' nonces)."""
+        console = self.settings.console
+        if console is None:
+            return None
+        window_ms = int(console.link_ttl * 1000)
+        links = await ReplayGuard.load(self._audit_reader, window_ms, self._state.nonces)
+        parts = ConsoleParts(
+            self.settings,
+            approvals,
+            self._audit_reader,
+            self._state.budgets,
+            self._limiters,
+            ConsoleTokens.of(self.settings),
+            links,
+            trail.record,
+        )
+        return Console(parts, self._env)
+
     def _build_stages(
         self, trail: AuditTrail, vault: Vault, freezes: Freezes, keeper: TextKeeper
     ) -> dict[str, Stage]:
@@ -421,7 +420,7 @@ class Broker:
             "grant": GrantStage(),
             "validate": ValidateStage(),
             "constrain": ConstrainStage(),
-            "ratelimit": RateLimitStage(Limiters(self._redis, self.settings.replica_count)),
+            "ratelimit": RateLimitStage(self._limiters),
             "retry": RetryStage(),
             "circuit": CircuitStage(Circuits()),
             "journal": JournalStage(self._state.calls),

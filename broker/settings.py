@@ -115,6 +115,88 @@ class WitnessSettings(BaseModel):
         return self
 
 
+class ConsoleOperator(BaseModel):
+    """A person who may sign in to the web console (docs/console.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_.-]{0,62}$", description="Who, in the console and the audit."
+    )
+    approver_ids: list[str] = Field(
+        default_factory=list,
+        description="The ids this person has in policies' approvers besides their name (their "
+        "Slack user id, say); a call is theirs to decide when its policy names one.",
+    )
+    admin: bool = Field(
+        False, description="May freeze and unfreeze any agent and reconcile lost outcomes."
+    )
+    oidc_subject: str | None = Field(
+        None, description="The value of console.oidc.claim that signs this person in (OIDC)."
+    )
+
+
+class OidcSettings(BaseModel):
+    """Sign-in through an OpenID Connect provider (the production path)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    issuer: str = Field(description="The provider's issuer URL (its discovery document).")
+    client_id: str = Field(min_length=1, description="The console's client id there.")
+    client_secret_env: str = Field(
+        min_length=1, description="The environment variable holding the client secret."
+    )
+    claim: str = Field(
+        "email", description="The ID token claim matched against operators' oidc_subject."
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("issuer must be an https URL")
+        return value.rstrip("/")
+
+
+class ConsoleSettings(BaseModel):
+    """The web console for approvers and operators, on the HTTP side (docs/console.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    operators: list[ConsoleOperator] = Field(
+        min_length=1, description="Who may sign in; nobody else can."
+    )
+    public_url: str | None = Field(
+        None,
+        description="The console's address as people open it (default http://<http_listen>); "
+        "https makes its cookies Secure, and is required off loopback.",
+    )
+    session_ttl: Duration = Field(8 * 3600.0, description="A sign-in lasts this long.")
+    link_ttl: Duration = Field(
+        600.0, description="A one-time sign-in link (broker console login) works this long."
+    )
+    session_key_file: Path | None = Field(
+        None,
+        description="The key that signs sessions and links (default data_dir/console.key, "
+        "made if missing); the same file for every replica.",
+    )
+    oidc: OidcSettings | None = Field(None, description="OpenID Connect sign-in.")
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must be an http(s) URL")
+        return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _unique(self) -> ConsoleSettings:
+        names = [operator.name for operator in self.operators]
+        if len(names) != len(set(names)):
+            raise ValueError("operators' names must be unique")
+        return self
+
+
 class BrokerSettings(BaseModel):
     """What one broker process needs to start. Relative paths resolve against the file's folder."""
 
@@ -237,12 +319,30 @@ class BrokerSettings(BaseModel):
     so_reuseport: bool = Field(
         False, description="Let several broker processes share one port, on purpose."
     )
+    console: ConsoleSettings | None = Field(
+        None, description="The web console on the HTTP side (off unless set; docs/console.md)."
+    )
 
     @model_validator(mode="after")
     def _slack_needs_http(self) -> BrokerSettings:
         if self.slack is not None and not self.slack.socket_mode and self.http_listen is None:
             raise ValueError(
                 "slack needs http_listen (Slack sends button clicks to it) or socket_mode: true"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _console_on_loopback(self) -> BrokerSettings:
+        if self.console is None:
+            return self
+        if self.http_listen is None:
+            raise ValueError("console needs http_listen (write for example 127.0.0.1:8080)")
+        host = self.http_listen.rpartition(":")[0].strip("[]")
+        public = self.console.public_url or ""
+        if host not in ("127.0.0.1", "::1", "localhost") and not public.startswith("https://"):
+            raise ValueError(
+                "the console off loopback needs console.public_url with https:// (a TLS proxy "
+                "in front), so that its cookies never travel in clear"
             )
         return self
 
@@ -320,5 +420,9 @@ def load_settings(path: Path) -> BrokerSettings:
             "master_key_file": under_base(settings.master_key_file),
             "audit_key_file": under_base(settings.audit_key_file),
             "admin_key_file": under_base(settings.admin_key_file),
+            "console": settings.console
+            and settings.console.model_copy(
+                update={"session_key_file": under_base(settings.console.session_key_file)}
+            ),
         }
     )

@@ -18,8 +18,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from broker.commands.console_command import sign_in_link
 from broker.commands.storage_access import with_state
-from broker.devmode import dev_key_path, ensure_master_key_file, ensure_secret
+from broker.devmode import dev_key_path, ensure_key_file, ensure_secret
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings, load_settings
 from broker.storage.records import StoreError
@@ -46,7 +47,7 @@ def prepare(settings: BrokerSettings) -> str:
     """A master key file and the example's API key in the secret store, made if missing; the
     key's value goes to the example upstream only (agents never see it)."""
     assert settings.master_key_file is not None
-    master_key = ensure_master_key_file(settings.master_key_file)
+    master_key = ensure_key_file(settings.master_key_file)
     return with_state(settings, lambda state: ensure_secret(state, master_key, "invoices-dev-key"))
 
 
@@ -86,8 +87,13 @@ def main() -> int:
             print("the broker did not start; its log is above", file=sys.stderr)
             return 1
         key = dev_key_path(settings.data_dir, "invoice-agent")
+        console = (
+            f"The web console (sign in once with this link):\n  {sign_in_link(settings, 'dev')}\n"
+            if settings.console is not None
+            else ""
+        )
         print(
-            "\nThe broker is up. In another terminal:\n"
+            f"\nThe broker is up. {console}In another terminal:\n"
             f"  .venv/bin/broker call --config {args.config} --agent invoice-agent "
             f'--key {key} invoices.list \'{{"supplier": "ACME Paper"}}\'\n'
             "  make demo\n"

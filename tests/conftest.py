@@ -12,11 +12,13 @@ from typing import Any, NoReturn
 
 import pytest
 import redis
+from playwright.sync_api import Browser, sync_playwright
 
 from broker.client import BrokerClient
 from broker.sandbox import sandbox_available
 from broker.signing import AgentCredentials
 from broker.testing import FakeUpstream, RunningBroker, Workspace
+from tests.console_helpers import APPROVERS, OPERATORS, ConsoleWorld, chromium_program
 from tests.servers.postgres import PostgresServer, postgres_bin
 from tests.servers.redis import RedisServer, redis_program
 
@@ -185,3 +187,29 @@ def broker(ws: Workspace, agent: AgentCredentials) -> Iterator[RunningBroker]:
 def client(broker: RunningBroker, agent: AgentCredentials) -> Iterator[BrokerClient]:
     with broker.client(agent) as sdk:
         yield sdk
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for the module's tests."""
+    program = chromium_program()
+    if program is None:
+        unavailable("no chromium here (Debian: apt-get install chromium; make test does)")
+    # root in a container has no user namespace for Chromium's own sandbox
+    flags = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=program, args=flags)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def console(ws: Workspace, browser: Browser) -> Iterator[ConsoleWorld]:
+    """The console on a broker whose payer agent needs a human for every payment."""
+    agent = ws.agent("payer", grants=["invoices.pay", "invoices.list"], approvers=APPROVERS)
+    with ws.broker(
+        http_listen="127.0.0.1:0",
+        approval_timer_interval="100ms",
+        console={"operators": OPERATORS},
+    ) as running:
+        yield ConsoleWorld(ws, running, agent, browser)

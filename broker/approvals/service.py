@@ -91,6 +91,10 @@ class Freezes:
                     f"broker unfreeze {'--all' if key == '*' else agent}"
                 )
 
+    def entry(self, agent: str) -> Freeze | None:
+        """The freeze that stops ``agent``: its own, or the one of every agent."""
+        return self._frozen.get(agent) or self._frozen.get("*")
+
     def frozen(self, agent: str) -> bool:
         """True when ``agent`` (or every agent) is frozen."""
         return "*" in self._frozen or agent in self._frozen
@@ -251,6 +255,22 @@ class Approvals:
         )
         await self._trail.record(row, f"freeze of {agent}")
         return await self.cancel(agent, by, f"frozen: {reason}")
+
+    async def unfreeze(self, agent: str, reason: str, by: str) -> bool:
+        """Lift the freeze of ``agent`` (``*``: the one of every agent), recording who and
+        why; False when there was none."""
+        lifted = await self.freezes.unfreeze(agent)
+        if lifted:
+            row = event_row(
+                "unfrozen",
+                call_id="",
+                agent=agent,
+                by=by,
+                detail={"reason": reason},
+                policy_hash=self.snapshot().policies.digest,
+            )
+            await self._trail.record(row, f"unfreeze of {agent}")
+        return lifted
 
     async def cancel(self, agent: str, by: str, reason: str) -> int:
         """Cancel the pending calls of ``agent`` (``*``: of every agent); how many."""

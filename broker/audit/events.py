@@ -24,6 +24,7 @@ def event_row(
     reason: str = "",
     detail: dict[str, Any] | None = None,
     policy_hash: str = "",
+    nonce: str = "",
 ) -> AuditRow:
     """The record of one such step; ``by`` says who (a person, a Slack user or the broker)."""
     facts = dict(detail or {})
@@ -35,7 +36,7 @@ def event_row(
         rpc="event",
         agent=agent,
         key_id="",
-        nonce="",
+        nonce=nonce,  # a console sign-in link's id: claimed once, remembered after a restart
         tool=tool,
         task_id=task_id,
         intent=intent[:2048],

@@ -9,7 +9,6 @@ Exit status: 0 when all is well, 1 when verification finds tampering, 2 for a us
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 from broker.audit.checkpoints import Signer, audit_key, iso_time
 from broker.audit.exported import export_lines
+from broker.audit.story import call_story, record_json
 from broker.audit.verification import prune
 from broker.commands.audit_verify_commands import add_verify_commands
 from broker.commands.secret_commands import fingerprint_command
@@ -130,14 +130,6 @@ def _rows(args: argparse.Namespace, **extra: Any) -> list[AuditRow]:
     return with_audit(_settings(args), lambda audit: audit.query(query))
 
 
-def record_json(row: AuditRow) -> str:
-    """One record as a JSON line (its detail parsed, its time readable)."""
-    data = row._asdict()
-    data["time"] = iso_time(row.ts_ms)
-    data["detail"] = json.loads(row.detail) if row.detail else {}
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
 def _table_line(row: AuditRow) -> str:
     status = f" {row.upstream_status}" if row.upstream_status else ""
     reason = f" {row.reason}" if row.reason else ""
@@ -203,47 +195,20 @@ def _show(args: argparse.Namespace) -> int:
     record = with_state(settings, lambda state: state.calls.get(args.call_id))
     if not rows and record is None:
         raise ConfigError(args.call_id, "no such call in the audit trail")
-    first = rows[0] if rows else None
-    print(f"call {args.call_id}")
-    if first is not None:
-        print(
-            f"  agent {first.agent} (key {first.key_id or '-'}), tool {first.tool}, "
-            f"task {first.task_id or '-'}"
-        )
-        print(f"  intent: {first.intent or '-'}")
-        print(f"  arguments: {first.arguments or '(not recorded: too large)'}")
-        print(f"  policy set: {first.policy_hash[:16]}")
-    if record is not None:
-        why = json.loads(record.why) if record.why else {}
-        print(
-            f"  stored call: {record.state}"
-            + (f", decided by {record.decided_by}" if record.decided_by else "")
-            + (f" ({record.note})" if record.note else "")
-        )
-        if why.get("message"):
-            print(f"  why a human was asked: {why['message']}")
+    story = call_story(args.call_id, rows, record)
+    print(f"call {story.call_id}")
+    facts = dict(story.facts)
+    if "agent" in facts:
+        print(f"  agent {facts['agent']}, tool {facts['tool']}, task {facts['task']}")
+    for name, value in story.facts:
+        if name not in ("agent", "tool", "task"):
+            print(f"  {name}: {value}")
     print("  steps:")
-    for row in rows:
-        detail = json.loads(row.detail) if row.detail else {}
-        facts = []
-        if row.reason:
-            facts.append(row.reason)
-        if row.upstream_status:
-            facts.append(f"upstream {row.upstream_status}")
-        if row.result_size:
-            facts.append(f"result {row.result_size} bytes sha256 {row.result_digest[:12]}")
-        if row.cost:
-            facts.append(f"cost {row.cost}")
-        if detail.get("by"):
-            facts.append(f"by {detail['by']}")
-        if detail.get("message"):
-            facts.append(str(detail["message"]))
-        for finding in detail.get("findings", []):
-            facts.append(f"finding {finding['kind']} at {finding['path']}: {finding['detail']}")
+    for step in story.steps:
         print(
-            f"    {iso_time(row.ts_ms)} #{row.seq} {row.event or row.rpc}: {row.decision}"
-            + (f" - {'; '.join(facts)}" if facts else "")
-            + (f" ({row.latency_us / 1000:.1f} ms)" if row.latency_us else "")
+            f"    {iso_time(step.ts_ms)} #{step.seq} {step.what}: {step.decision}"
+            + (f" - {'; '.join(step.facts)}" if step.facts else "")
+            + (f" ({step.latency_ms:.1f} ms)" if step.latency_ms else "")
         )
     return 0
 

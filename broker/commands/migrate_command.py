@@ -14,8 +14,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from broker.datadir_lock import DataDirLock
 from broker.errors import ConfigError
-from broker.server import DataDirLock
 from broker.settings import BrokerSettings, load_settings
 from broker.storage.backend import postgres_url
 from broker.storage.sqlite_audit import SqliteAuditReader

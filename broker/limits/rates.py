@@ -111,12 +111,17 @@ class Limiters:
             except RedisUnavailable as exc:
                 log.warning("the rest of %s is kept by this process only: %s", tool, exc)
 
-    async def wait_rest(self, tool: str, queue: float) -> None:
-        """UPSTREAM_RATE_LIMITED while ``tool`` rests (waiting up to ``queue`` for it to end)."""
+    async def rest_left(self, tool: str) -> float:
+        """Seconds ``tool`` still rests (0 when it does not), as every replica sees it."""
         left = self._rest_until.get(tool, 0.0) - time.monotonic()
         if self._shared is not None:
             with contextlib.suppress(RedisUnavailable):  # the rests seen here still hold
                 left = max(left, await self._shared.rest_left(tool))
+        return max(0.0, left)
+
+    async def wait_rest(self, tool: str, queue: float) -> None:
+        """UPSTREAM_RATE_LIMITED while ``tool`` rests (waiting up to ``queue`` for it to end)."""
+        left = await self.rest_left(tool)
         if left <= 0:
             return
         if left <= queue:

@@ -208,6 +208,8 @@ def _decision(
     detail: dict[str, object] = {}
     if outcome.tools is not None:
         detail["tools"] = len(outcome.tools)
+    if outcome.untrusted_paths:
+        detail["untrusted_paths"] = list(outcome.untrusted_paths)
     if outcome.findings:
         detail["findings"] = [
             {"kind": f.kind, "path": f.path, "detail": f.detail} for f in outcome.findings

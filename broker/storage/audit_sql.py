@@ -14,6 +14,9 @@ def audit_query_sql(query: AuditQuery, mark: str) -> tuple[str, list[object]]:
     for column, value in query.equals.items():
         clauses.append(f"{column} = {mark}")
         params.append(value)
+    if query.before_seq is not None:
+        clauses.append(f"seq < {mark}")
+        params.append(query.before_seq)
     if query.since_ms is not None:
         clauses.append(f"ts_ms >= {mark}")
         params.append(query.since_ms)

@@ -140,12 +140,14 @@ CHECKPOINT_COLUMNS = ("seq", "head_hash", "ts_ms", "kind", "key_id", "signature"
 @dataclass(frozen=True)
 class AuditQuery:
     """Which audit records to read: exact values of AUDIT_FILTERS columns, a time range, the
-    records after ``after_seq``; all of them in chain order, or the newest ``limit``."""
+    records after ``after_seq`` (and before ``before_seq``, to page back); all of them in
+    chain order, or the newest ``limit``."""
 
     equals: Mapping[str, str] = field(default_factory=dict)
     since_ms: int | None = None
     until_ms: int | None = None
     after_seq: int = 0
+    before_seq: int | None = None
     limit: int | None = None
     newest: bool = False
 

@@ -26,7 +26,7 @@ import uvloop
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from broker.devmode import ensure_master_key_file, ensure_secret
+from broker.devmode import ensure_key_file, ensure_secret
 from broker.storage.interfaces import StateStore
 from broker.storage.pg_state import PgState
 from broker.storage.sqlite_state import SqliteState
@@ -118,7 +118,7 @@ def broker_process(
     policy["limits"] = {"loop": {"repeats": 10_000, "within": "1s"}}
     policy["grants"] += grants or []
     (workdir / "policies/invoice-agent.yaml").write_text(yaml.safe_dump(policy))
-    master = ensure_master_key_file(workdir / "data" / "master.key")
+    master = ensure_key_file(workdir / "data" / "master.key")
     # on a loop of its own, in a thread: the benchmarks call this from inside theirs
     with ThreadPoolExecutor(1) as thread:
         store = _store_api_key(workdir / "data" / "broker.db", master, config.get("database_url"))
