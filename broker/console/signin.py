@@ -106,10 +106,9 @@ class SignIn:
             '<p><a href="/console/">Continue to the queue</a></p>'
         )
         response = html(body, "Signed in", refresh="/console/")
-        response.set_cookie(
+        response.set_cookie(  # no max-age: the token's own expiry decides, and says so
             SESSION_COOKIE,
             token,
-            max_age=int(console.session_ttl),
             path="/console",
             httponly=True,
             samesite="Strict",
