@@ -59,10 +59,11 @@ class OidcLogin:
         self._signin = signin
         self._meta: dict[str, Any] | None = None
 
-    @property
-    def redirect_uri(self) -> str:
-        """Where the provider sends people back (register it there)."""
-        return f"{self._parts.base_url}/console/oidc/callback"
+    def redirect_uri(self, request: web.Request) -> str:
+        """Where the provider sends people back (register it there): under public_url, or
+        without it the address the browser used (the provider refuses any other)."""
+        base = self._parts.console.public_url or f"{request.scheme}://{request.host}"
+        return f"{base}/console/oidc/callback"
 
     async def start(self, request: web.Request) -> web.Response:
         """GET /console/oidc/start."""
@@ -72,7 +73,7 @@ class OidcLogin:
             log.error("cannot read the OIDC provider's discovery document: %s", exc)
             return _unreachable()
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        async with self._client() as client:
+        async with self._client(self.redirect_uri(request)) as client:
             address, _ = client.create_authorization_url(
                 meta["authorization_endpoint"], state=state, code_verifier=verifier, nonce=nonce
             )
@@ -103,7 +104,7 @@ class OidcLogin:
         if not secrets.compare_digest(request.query.get("state", ""), state):
             return _failed("The answer does not belong to this sign-in.")
         try:
-            claims = await self._claims(request.query.get("code", ""), nonce, verifier)
+            claims = await self._claims(request, nonce, verifier)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             log.error("OIDC code exchange failed: %s", type(exc).__name__)
             return _unreachable()
@@ -125,11 +126,11 @@ class OidcLogin:
         response.del_cookie(FLOW_COOKIE, path="/console/oidc")
         return response
 
-    async def _claims(self, code: str, nonce: str, verifier: str) -> dict[str, Any]:
+    async def _claims(self, request: web.Request, nonce: str, verifier: str) -> dict[str, Any]:
         meta = await self._discovered()
-        async with self._client() as client:
+        async with self._client(self.redirect_uri(request)) as client:
             token = await client.fetch_token(
-                meta["token_endpoint"], code=code, code_verifier=verifier
+                meta["token_endpoint"], code=request.query.get("code", ""), code_verifier=verifier
             )
             keys = (await client.get(meta["jwks_uri"])).raise_for_status().json()
         decoded = jwt.decode(str(token["id_token"]), KeySet.import_key_set(keys), ALGORITHMS)
@@ -153,12 +154,12 @@ class OidcLogin:
             self._meta = meta
         return self._meta
 
-    def _client(self) -> AsyncOAuth2Client:
+    def _client(self, redirect_uri: str) -> AsyncOAuth2Client:
         return AsyncOAuth2Client(
             self._settings.client_id,
             self._secret,
             scope="openid email profile",
-            redirect_uri=self.redirect_uri,
+            redirect_uri=redirect_uri,
             code_challenge_method="S256",
             timeout=10.0,
         )
