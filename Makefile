@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= examples/broker.yaml
 
-.PHONY: install run run-packages test-packages test-servers test demo bench lint proto clean
+.PHONY: install run run-packages test-packages test-servers test demo bench lint proto clean \
+  screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +56,11 @@ test: install test-packages test-servers
 # hash (tests/servers/fetch_minio.py says where it comes from)
 test-servers: install
 	$(PY) -m tests.servers.fetch_minio $(VENV)/bin/minio
+
+## screenshots: each page of the web console into docs/console/, taken by its browser tests
+screenshots: install test-packages
+	CONSOLE_SCREENSHOTS=docs/console $(PY) -m pytest -q -p no:cacheprovider \
+	  tests/test_console_pages.py -k "every_page_is_accessible and sqlite"
 
 ## demo: a scripted agent against the broker that `make run` started
 demo: install

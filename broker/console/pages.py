@@ -49,7 +49,7 @@ def why_text(why: Mapping[str, object]) -> str:
     reason = str(why.get("reason", ""))
     message = str(why.get("message", ""))
     if reason == "tainted":
-        return "Arguments carry values from untrusted content. " + message
+        return message or "Arguments carry values from untrusted content."
     if reason == "condition":
         return "A condition of the policy holds: " + (message or str(why.get("rule", "")))
     if reason == "write":
@@ -359,7 +359,7 @@ def reconcile(records: Sequence[CallRecord], viewer: Viewer) -> str:
     return f"<h1>Outcomes to reconcile</h1>{empty}{''.join(cards)}"
 
 
-def signin(message: str, oidc: bool) -> str:
+def signin(message: str, oidc: bool, link_minutes: float) -> str:
     """The sign-in page: a one-time link from ``broker console login``, or OIDC."""
     provider = (
         '<p><a class="button" href="/console/oidc/start">Sign in with your identity provider'
@@ -371,7 +371,7 @@ def signin(message: str, oidc: bool) -> str:
     return (
         f"<h1>Sign in</h1>{note}{provider}<p>On the broker's machine, an operator runs "
         "<code>broker console login --user NAME --config broker.yaml</code> and opens the "
-        f"one-time link it prints (it works once, for {esc('a few minutes')}).</p>"
+        f"one-time link it prints (it works once, within {link_minutes:g} minutes).</p>"
     )
 
 

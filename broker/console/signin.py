@@ -64,7 +64,8 @@ class SignIn:
     async def page(self, request: web.Request) -> web.Response:
         """GET /console/signin."""
         message = WHY.get(request.query.get("why", ""), "")
-        return html(signin(message, self._oidc), "Sign in")
+        minutes = self._parts.console.link_ttl / 60
+        return html(signin(message, self._oidc, minutes), "Sign in")
 
     async def link(self, request: web.Request) -> web.Response:
         """GET /console/login?token=...: a one-time link signs its operator in, once."""
