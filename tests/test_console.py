@@ -4,17 +4,23 @@ sessions). The agent is a real SDK client over gRPC; the upstream records what r
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page
 
 from broker import errors
 from broker.client import ToolError
-from broker.testing import FakeUpstream, Reply
+from broker.testing import FakeSlack, FakeUpstream, Reply, Workspace
 from tests.console_helpers import (
+    APPROVERS,
+    OPERATORS,
     PAY,
     ConsoleWorld,
     until,
@@ -275,4 +281,60 @@ def test_a_tool_error_is_not_an_approval(console: ConsoleWorld, upstream: FakeUp
     steps = page.locator("table").inner_text()
     assert "approved" in steps and "by console:alice" in steps and "upstream 422" in steps
     assert PAY["id"] in page.inner_text("main")
+    context.close()
+
+
+def test_a_console_click_racing_a_slack_click_runs_the_call_once(
+    ws: Workspace, browser: Browser, upstream: FakeUpstream
+) -> None:
+    master = base64.b64encode(b"m" * 32).decode()
+    upstream.respond = lambda request: Reply(body=PAID)
+    with FakeSlack() as slack:
+        settings = {
+            "http_listen": "127.0.0.1:0",
+            "slack": {"api_url": slack.api_url, "channel": "C-APPROVALS"},
+            "console": {"operators": OPERATORS},
+        }
+        ws.settings(**settings)
+        config = str(ws.root / "broker.yaml")
+        for name, value in (
+            ("slack-bot-token", "xoxb-fake"),
+            ("slack-signing-secret", slack.signing_secret),
+        ):
+            stored = subprocess.run(
+                [sys.executable, "-m", "broker", "secrets", "set", name, "--config", config],
+                input=value,
+                text=True,
+                env={**os.environ, "BROKER_MASTER_KEY": master},
+                capture_output=True,
+                check=False,
+            )
+            assert stored.returncode == 0, stored.stderr
+        agent = ws.agent("payer", grants=["invoices.pay"], approvers=APPROVERS)
+        with ws.broker(env={"BROKER_MASTER_KEY": master}, **settings) as running:
+            world = ConsoleWorld(ws, running, agent, browser)
+            call_id = world.ask()
+            context, page = world.signed_in("alice")  # the page shows the call, undecided
+            clicked = slack.click(
+                f"{running.http_url}/slack/interactions", call_id, "approve", "U0CAROL"
+            )
+            assert clicked == 200
+            _card(page, call_id).get_by_role("button", name="Approve").click()
+            page.wait_for_url(f"{world.base}/")
+            assert "Nothing changed" in page.inner_text("main")
+            assert "by slack:U0CAROL" in page.inner_text("main")
+            until(lambda: world.stored(call_id) == "done")
+            assert len(upstream.requests) == 1
+            approved = [r for r in world.audit(call_id) if r.event == "approved"]
+            assert [json.loads(r.detail)["by"] for r in approved] == ["slack:U0CAROL"]
+            context.close()
+
+
+def test_signing_out_ends_the_session(console: ConsoleWorld) -> None:
+    context, page = console.signed_in("alice")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{console.base}/signin?why=signed_out")
+    assert "You are signed out" in page.inner_text("main")
+    page.goto(f"{console.base}/agents")
+    assert page.url.startswith(f"{console.base}/signin")
     context.close()

@@ -79,6 +79,7 @@ def test_the_demo_agent_sees_each_outcome(world_readable: Path, sandbox: None) -
     config = yaml.safe_load((ROOT / "examples/broker.yaml").read_text())
     config.update(
         listen="127.0.0.1:0",  # the broker binds a free port itself; the demo is told below
+        http_listen="127.0.0.1:0",  # the example console's port may be taken here
         data_dir="data",
         policies="policies",
         tools="tools",
