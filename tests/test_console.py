@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from broker import errors
-from broker.client import ToolError
+from broker.client import ApprovalPending, ToolError
 from broker.testing import FakeSlack, FakeUpstream, Reply, Workspace
 from tests.console_helpers import (
     APPROVERS,
@@ -338,3 +338,28 @@ def test_signing_out_ends_the_session(console: ConsoleWorld) -> None:
     page.goto(f"{console.base}/agents")
     assert page.url.startswith(f"{console.base}/signin")
     context.close()
+
+
+def test_a_value_over_a_policy_condition_is_marked(ws: Workspace, browser: Browser) -> None:
+    pay = {
+        "tool": "invoices.pay",
+        "approval": {"when": {"amount": {"above": "1000.00"}}},
+        "no_approval_because": "small payments are routine",
+    }
+    agent = ws.agent("spender", grants=[pay], approvers=APPROVERS)
+    with ws.broker(http_listen="127.0.0.1:0", console={"operators": OPERATORS}) as running:
+        world = ConsoleWorld(ws, running, agent, browser)
+        with world.client() as client, pytest.raises(ApprovalPending) as asked:
+            client.call(
+                "invoices.pay",
+                '{"id": "INV-8", "amount": 4200.00}',
+                idempotency_key="pay-8",
+                wait_for_approval=False,
+            )
+        context, page = world.signed_in("alice")
+        card = _card(page, asked.value.call_id)
+        marked = card.locator("pre.arguments mark")
+        assert marked.count() == 1 and marked.inner_text() == "4200.00"
+        assert "above" in (marked.get_attribute("title") or "")
+        assert "condition holds" in card.locator(".why").inner_text()
+        context.close()

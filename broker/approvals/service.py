@@ -151,6 +151,7 @@ class Approvals:
             "message": decision.message,
             "rule": decision.rule,
             "tainted": [list(t) for t in decision.tainted],
+            "over": list(decision.over),
         }
         record = replace(
             new_record(call, PENDING, why, now),

@@ -68,6 +68,8 @@ def _why(record: CallRecord) -> tuple[str, dict[str, str]]:
             f"<li><code>{esc(path)}</code> holds <code>{esc(value)}</code>, which came from "
             f"untrusted content: {esc(origin)}</li>"
         )
+    for path in why.get("over", []):
+        risky.setdefault(str(path), f"the policy asks a human: {why.get('message', '')}")
     listed = f"<ul>{''.join(items)}</ul>" if items else ""
     box = (
         f'<div class="why"><p><strong>Why a human:</strong> {esc(why_text(why))}</p>{listed}</div>'

@@ -80,6 +80,7 @@ class Decision:
     rule: str = ""  # the grant that decided, e.g. invoice-agent.yaml grants[1]
     message: str = ""
     tainted: tuple[tuple[str, str, str], ...] = ()  # (argument path, outside value, origin)
+    over: tuple[str, ...] = ()  # approval by condition: the argument paths it looked at
 
     def describe(self) -> str:
         """One line for people: ``deny ARGUMENT_NOT_ALLOWED by ...: message``."""
@@ -177,7 +178,9 @@ class PolicySet:
             return Decision("approval", "write" if action.is_write else "required", ref.label, why)
         for condition, text in zip(ref.conditions, ref.condition_texts, strict=True):
             if all(_holds(arguments, path, rules) for path, rules in condition):
-                return Decision("approval", "condition", ref.label, f"condition holds: {text}")
+                paths = tuple(str(path) for path, _ in condition)
+                why = f"condition holds: {text}"
+                return Decision("approval", "condition", ref.label, why, over=paths)
         return Decision("allow", rule=ref.label)
 
     def decide(
