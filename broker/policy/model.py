@@ -187,8 +187,8 @@ class Policy(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     approvers: list[str] = Field(
         default_factory=list,
-        description="Slack user ids who may decide this agent's calls (operators with an admin "
-        "key may decide any call from the command line).",
+        description="Who may decide this agent's calls: Slack user ids, web console user names "
+        "(operators with an admin key may decide any call from the command line).",
     )
     slack_channel: str | None = Field(
         None, description="Where this agent's approvals are asked (default: the config's)."
