@@ -363,3 +363,18 @@ def test_a_value_over_a_policy_condition_is_marked(ws: Workspace, browser: Brows
         assert "above" in (marked.get_attribute("title") or "")
         assert "condition holds" in card.locator(".why").inner_text()
         context.close()
+
+
+def test_the_agents_page_shows_a_tool_resting_after_a_429(
+    console: ConsoleWorld, upstream: FakeUpstream
+) -> None:
+    upstream.respond = lambda request: Reply(429, {"error": "slow down"}, {"Retry-After": "300"})
+    with console.client() as client, pytest.raises(errors.UpstreamRateLimited):
+        client.call("invoices.list", {})
+    context, page = console.signed_in("bob")  # anyone signed in may look
+    page.get_by_role("link", name="Agents").click()
+    card = page.locator("section.card", has=page.get_by_role("heading", name="payer"))
+    assert "invoices rests 4m more (the upstream asked)" in card.inner_text()
+    assert "UPSTREAM_RATE_LIMITED" in card.locator("table").inner_text()
+    assert card.get_by_role("button", name="Freeze agent").count() == 0  # bob only looks
+    context.close()
