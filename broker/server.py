@@ -34,9 +34,7 @@ from broker.approvals.stored_calls import PENDING
 from broker.audit.checkpoints import audit_key, audit_key_path
 from broker.audit.pipe import AuditPipe, WriterOptions
 from broker.audit.trail import AuditTrail
-from broker.console.app import Console
-from broker.console.context import ConsoleParts
-from broker.console.tokens import ConsoleTokens
+from broker.console.app import console_for
 from broker.datadir_lock import DataDirLock
 from broker.http_side import HttpSide
 from broker.identity import KeyRegistry, ReplayGuard
@@ -224,7 +222,15 @@ class Broker:
                 interactions,
                 self.metrics,
                 reuse_port=self.settings.so_reuseport,
-                console=await self._console(self._approvals, self._trail),
+                console=await console_for(
+                    self.settings,
+                    self._approvals,
+                    self._trail,
+                    self._state,
+                    self._limiters,
+                    self._audit_reader,
+                    self._env,
+                ),
             )
             self.http_port = await self._http_side.start()
         loop = asyncio.get_running_loop()
@@ -387,25 +393,6 @@ class Broker:
             await self._trail.close()
         await self._audit_reader.close()
         self._lock.release()
-
-    async def _console(self, approvals: Approvals, trail: AuditTrail) -> Console | None:
-        """The web console, when configured (its links claimed like agents' nonces)."""
-        console = self.settings.console
-        if console is None:
-            return None
-        window_ms = int(console.link_ttl * 1000)
-        links = await ReplayGuard.load(self._audit_reader, window_ms, self._state.nonces)
-        parts = ConsoleParts(
-            self.settings,
-            approvals,
-            self._audit_reader,
-            self._state.budgets,
-            self._limiters,
-            ConsoleTokens.of(self.settings),
-            links,
-            trail.record,
-        )
-        return Console(parts, self._env)
 
     def _build_stages(
         self, trail: AuditTrail, vault: Vault, freezes: Freezes, keeper: TextKeeper

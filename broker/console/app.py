@@ -15,12 +15,19 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
+from broker.approvals.service import Approvals
+from broker.audit.trail import AuditTrail
 from broker.console.actions import Actions
 from broker.console.context import FORM, NOTICE, NOTICE_COOKIE, VIEWER, ConsoleParts
 from broker.console.oidc import OidcLogin
 from broker.console.replies import refused, secured, see_other
 from broker.console.signin import SignIn, to_signin
+from broker.console.tokens import ConsoleTokens
 from broker.console.views import Views
+from broker.identity import ReplayGuard
+from broker.limits.rates import Limiters
+from broker.settings import BrokerSettings
+from broker.storage.interfaces import AuditReader, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +137,34 @@ class Console:
             return True  # the CSRF token decides
         own = {f"{request.scheme}://{request.host}", _origin(self._parts.base_url)}
         return origin in own
+
+
+async def console_for(
+    settings: BrokerSettings,
+    approvals: Approvals,
+    trail: AuditTrail,
+    state: StateStore,
+    limiters: Limiters,
+    audit: AuditReader,
+    env: Mapping[str, str],
+) -> Console | None:
+    """The web console of a starting broker, when its config has one. Its one-time links
+    are claimed like agents' nonces (their window: the links' lifetime)."""
+    if settings.console is None:
+        return None
+    window_ms = int(settings.console.link_ttl * 1000)
+    links = await ReplayGuard.load(audit, window_ms, state.nonces)
+    parts = ConsoleParts(
+        settings,
+        approvals,
+        audit,
+        state.budgets,
+        limiters,
+        ConsoleTokens.of(settings),
+        links,
+        trail.record,
+    )
+    return Console(parts, env)
 
 
 def _origin(address: str) -> str:
