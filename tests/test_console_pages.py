@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -72,7 +73,12 @@ def full(ws: Workspace, upstream: FakeUpstream, browser: Browser) -> Any:
     (tainted, waiting), a payment whose outcome was lost, and calls in the audit trail."""
     ws.tool("mail", base_url=upstream.url, allow_private_network=True, actions=MAIL_ACTIONS)
     upstream.respond = _serve_mail
-    forward = {"tool": "mail.forward", "approval": "never", "no_approval_because": "a test"}
+    forward = {
+        "tool": "mail.forward",
+        "approval": "never",
+        "no_approval_because": "a test",
+        "budget": {"calls_per_day": 10},
+    }
     pay = {"tool": "invoices.pay", "approval": "never", "no_approval_because": "a test"}
     agent = ws.agent(
         "payer",
@@ -134,6 +140,15 @@ def test_tainted_values_are_marked_with_where_they_came_from(full: Any) -> None:
     assert "mail.get_message" in (marked.get_attribute("title") or "")
     why = card.locator(".why").inner_text()
     assert "untrusted content" in why and ATTACKER in why and "mail.get_message" in why
+    context.close()
+
+
+def test_the_agents_page_shows_budgets_used_today(full: Any) -> None:
+    world, _ = full
+    context, page = world.signed_in("alice")
+    page.get_by_role("link", name="Agents").click()
+    budgets = page.locator("dt:text-is('Budgets today') + dd").inner_text()
+    assert re.fullmatch(r"calls [1-9]\d* of 100; mail\.forward calls [01] of 10", budgets), budgets
     context.close()
 
 

@@ -18,6 +18,7 @@ from broker.console.context import NOTICE, VIEWER, ConsoleParts
 from broker.console.markup import esc, moment, span
 from broker.console.replies import html, refused
 from broker.limits.budgets import today
+from broker.policy.model import Limits, Policy, ToolBudget
 from broker.storage.records import STEP_EVENTS, AuditQuery, AuditRow
 
 PAGE_SIZE = 50
@@ -66,36 +67,51 @@ class Views:
     async def agents(self, request: web.Request) -> web.Response:
         """Every agent with a policy."""
         policies = self._parts.approvals.snapshot().policies.policies
-        day, _ = today()
-        shown = []
-        for name in sorted(policies):
-            policy = policies[name]
-            limits = policy.limits
-            budgets = []
-            if limits.calls_per_day is not None or limits.cost_per_day is not None:
-                used = await self._parts.budgets.usage(f"agent:{name}", day)
-                if limits.calls_per_day is not None:
-                    budgets.append(f"calls {used.calls} of {limits.calls_per_day}")
-                if limits.cost_per_day is not None:
-                    budgets.append(f"cost {used.cost} of {limits.cost_per_day}")
-            rests = []
-            for tool in sorted({grant.tool.split(".")[0] for grant in policy.grants}):
-                left = await self._parts.limiters.rest_left(tool)
-                if left > 0:
-                    rests.append(f"{tool} rests {span(left)} more (the upstream asked)")
-            shown.append(
-                pages.AgentView(
-                    name,
-                    policy.owner,
-                    self._parts.approvals.freezes.entry(name),
-                    budgets,
-                    rests,
-                    await self._last_calls(name),
-                )
+        shown = [
+            pages.AgentView(
+                name,
+                policies[name].owner,
+                self._parts.approvals.freezes.entry(name),
+                await self._budgets(policies[name]),
+                await self._rests(policies[name]),
+                await self._last_calls(name),
             )
+            for name in sorted(policies)
+        ]
         notice = request[NOTICE]
         body = pages.agents(shown, request[VIEWER])
         return html(body, "Agents", viewer=request[VIEWER], current="agents", notice=notice)
+
+    async def _budgets(self, policy: Policy) -> list[str]:
+        """The agent's daily budgets and per-action budgets, as spent today."""
+        day, _ = today()
+        wanted: list[tuple[str, str, ToolBudget | Limits]] = [
+            ("", f"agent:{policy.agent}", policy.limits)
+        ]
+        wanted += [
+            (f"{grant.tool} ", f"tool:{policy.agent}:{grant.tool}", grant.budget)
+            for grant in policy.grants
+            if grant.budget is not None and not grant.tool.endswith(".*")
+        ]
+        found = []
+        for label, scope, limits in wanted:
+            if limits.calls_per_day is None and limits.cost_per_day is None:
+                continue
+            used = await self._parts.budgets.usage(scope, day)
+            if limits.calls_per_day is not None:
+                found.append(f"{label}calls {used.calls} of {limits.calls_per_day}")
+            if limits.cost_per_day is not None:
+                found.append(f"{label}cost {used.cost} of {limits.cost_per_day}")
+        return found
+
+    async def _rests(self, policy: Policy) -> list[str]:
+        """The agent's tools resting after an upstream's 429."""
+        rests = []
+        for tool in sorted({grant.tool.split(".")[0] for grant in policy.grants}):
+            left = await self._parts.limiters.rest_left(tool)
+            if left > 0:
+                rests.append(f"{tool} rests {span(left)} more (the upstream asked)")
+        return rests
 
     async def _last_calls(self, agent: str) -> list[AuditRow]:
         rows = await self._parts.audit.query(
