@@ -96,6 +96,14 @@ class Console:
             response = await self._checked(request, handler)
         except web.HTTPException as exc:  # aiohttp's own: no such page, method not allowed
             response = refused(exc.status, exc.reason, "There is nothing here; see the queue.")
+        except Exception:  # a store that failed under a click: a page, never a trace
+            log.exception("the console could not answer %s %s", request.method, request.path)
+            response = refused(
+                503,
+                "Not done",
+                "The broker could not finish this (its log says why). Reload the page to see "
+                "where things stand before you try again.",
+            )
         return secured(response)
 
     async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
