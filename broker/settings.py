@@ -399,6 +399,12 @@ class BrokerSettings(BaseModel):
         return value
 
     @property
+    def console_url(self) -> str:
+        """Where people open the console: public_url, else http://<http_listen>."""
+        public = self.console.public_url if self.console else None
+        return public or f"http://{self.http_listen}"
+
+    @property
     def database(self) -> Path:
         """The embedded SQLite file."""
         return self.data_dir / "broker.db"

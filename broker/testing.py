@@ -44,6 +44,15 @@ from broker.storage.records import AuditQuery, AuditRow
 from broker.storage.sqlite_audit import read_audit_rows
 
 
+def eventually(predicate: Callable[[], object], seconds: float = 10.0) -> None:
+    """Wait until ``predicate()`` holds, for work the broker does in the background (a call
+    run after its approval, a record written); AssertionError after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the broker works in its own thread or process; bounded by the deadline
+    assert predicate(), f"not so within {seconds:g}s"
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as it reached the fake upstream."""

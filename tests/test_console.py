@@ -12,18 +12,20 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
 from broker import errors
 from broker.client import ApprovalPending, ToolError
-from broker.testing import FakeSlack, FakeUpstream, Reply, Workspace
+from broker.console.tokens import ConsoleTokens
+from broker.signing import now_ms
+from broker.testing import FakeSlack, FakeUpstream, Reply, Workspace, eventually
 from tests.console_helpers import (
     APPROVERS,
     OPERATORS,
     PAY,
     ConsoleWorld,
-    until,
 )
 
 PAID = {"paid": True, "id": "INV-77"}
@@ -142,7 +144,7 @@ def test_two_pages_approving_at_once_run_the_call_once(
     button_two.click(no_wait_after=True)
     first.wait_for_load_state()
     second.wait_for_load_state()
-    until(lambda: console.stored(call_id) == "done")
+    eventually(lambda: console.stored(call_id) == "done", seconds=20)
     texts = first.inner_text("main") + second.inner_text("main")
     assert "approved; it runs now" in texts
     assert "Nothing changed" in texts and "already" in texts
@@ -246,7 +248,7 @@ def test_the_console_works_with_javascript_off(
     context, page = console.signed_in("alice", javascript=False)
     _card(page, call_id).get_by_role("button", name="Approve").click()
     page.wait_for_url(f"{console.base}/")
-    until(lambda: console.stored(call_id) == "done")
+    eventually(lambda: console.stored(call_id) == "done", seconds=20)
     for link in ("Agents", "Audit", "Reconcile"):
         page.get_by_role("link", name=link).click()
         assert page.locator("h1").count() == 1
@@ -323,7 +325,7 @@ def test_a_console_click_racing_a_slack_click_runs_the_call_once(
             page.wait_for_url(f"{world.base}/")
             assert "Nothing changed" in page.inner_text("main")
             assert "by slack:U0CAROL" in page.inner_text("main")
-            until(lambda: world.stored(call_id) == "done")
+            eventually(lambda: world.stored(call_id) == "done", seconds=20)
             assert len(upstream.requests) == 1
             approved = [r for r in world.audit(call_id) if r.event == "approved"]
             assert [json.loads(r.detail)["by"] for r in approved] == ["slack:U0CAROL"]
@@ -361,7 +363,7 @@ def test_a_value_over_a_policy_condition_is_marked(ws: Workspace, browser: Brows
         marked = card.locator("pre.arguments mark")
         assert marked.count() == 1 and marked.inner_text() == "4200.00"
         assert "above" in (marked.get_attribute("title") or "")
-        assert "condition holds" in card.locator(".why").inner_text()
+        assert "Condition holds: amount above 1000.00" in card.locator(".why").inner_text()
         context.close()
 
 
@@ -378,3 +380,32 @@ def test_the_agents_page_shows_a_tool_resting_after_a_429(
     assert "UPSTREAM_RATE_LIMITED" in card.locator("table").inner_text()
     assert card.get_by_role("button", name="Freeze agent").count() == 0  # bob only looks
     context.close()
+
+
+def test_an_expired_link_is_refused(console: ConsoleWorld) -> None:
+    tokens = ConsoleTokens.of(console.broker.settings)
+    stale = tokens.issue("link", "alice", -1, now_ms())  # expired a moment ago
+    context = console.browser.new_context()
+    page = context.new_page()
+    answer = page.goto(f"{console.base}/login?token={stale}")
+    assert answer is not None and answer.status == 403
+    assert "This sign-in link has expired" in page.inner_text("main")
+    page.goto(f"{console.base}/")
+    assert page.url.startswith(f"{console.base}/signin")
+    context.close()
+
+
+def test_the_console_is_off_unless_configured_and_on_loopback_by_default(
+    ws: Workspace,
+) -> None:
+    ws.agent("payer", grants=["invoices.list"], approvers=APPROVERS)
+    with ws.broker(http_listen="127.0.0.1:0") as running:
+        assert httpx.get(f"{running.http_url}/console/", timeout=10).status_code == 404
+    with pytest.raises(errors.ConfigError, match="public_url with https"):
+        ws.settings(http_listen="0.0.0.0:0", console={"operators": OPERATORS})
+    ws.settings(
+        http_listen="0.0.0.0:0",
+        console={"operators": OPERATORS, "public_url": "https://broker.example.com"},
+    )
+    with pytest.raises(errors.ConfigError, match="console needs http_listen"):
+        ws.settings(console={"operators": OPERATORS})

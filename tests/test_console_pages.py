@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 from broker import errors
 from broker.client import ApprovalPending, BrokerClient
 from broker.signing import AgentCredentials
-from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace
+from broker.testing import FakeUpstream, RecordedRequest, Reply, Workspace, eventually
 from tests.broker_process import bound_port, start_broker, wait_serving
 from tests.console_helpers import (
     APPROVERS,
@@ -28,7 +28,6 @@ from tests.console_helpers import (
     ConsoleWorld,
     screenshot,
     serious_violations,
-    until,
 )
 from tests.test_untrusted_calls import ATTACKER, EMAIL_HTML, MAIL_ACTIONS
 
@@ -58,7 +57,9 @@ def _lose_a_payment(ws: Workspace, agent: AgentCredentials, upstream: FakeUpstre
 
             paying = threading.Thread(target=pay)
             paying.start()
-            until(lambda: any(r.path.startswith("/invoices") for r in upstream.requests))
+            eventually(
+                lambda: any(r.path.startswith("/invoices") for r in upstream.requests), seconds=20
+            )
             os.kill(process.pid, signal.SIGKILL)
             process.wait(10)
             paying.join(20)
@@ -194,9 +195,14 @@ def test_the_audit_page_filters_pages_exports_and_verifies(full: Any) -> None:
     records = [json.loads(line) for line in lines]
     assert records and {r["tool"] for r in records} == {"mail.forward"}
     assert len(records) == len(tools)
+    page.get_by_label("From (UTC)").fill("2999-01-01T00:00")  # filters by time too
+    page.get_by_role("button", name="Filter").click()
+    assert page.locator("tbody tr").count() == 0
     page.get_by_role("button", name="Verify the chain now").click()
     assert "check out" in page.inner_text("main")
     assert "Newest signed checkpoint" in page.inner_text("main")
+    page.goto(f"{world.base}/audit?since=yesterday")
+    assert "is not a time" in page.inner_text("main")
     context.close()
 
 

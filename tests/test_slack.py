@@ -24,6 +24,7 @@ from broker.testing import (
     RunningBroker,
     Workspace,
     await_decision,
+    eventually,
 )
 
 MASTER = base64.b64encode(b"s" * 32).decode()
@@ -111,13 +112,6 @@ def _ask(client: BrokerClient, key: str = "pay-77") -> ApprovalPending:
     return raised.value
 
 
-def _until(predicate: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)  # waiting for the broker's background work; bounded by the deadline
-    assert predicate(), "timed out"
-
-
 def test_the_question_the_click_the_execution_and_the_update(
     slack_ws: Workspace, slack: FakeSlack, upstream: FakeUpstream
 ) -> None:
@@ -126,7 +120,7 @@ def test_the_question_the_click_the_execution_and_the_update(
     with _broker(slack_ws, slack) as broker, broker.client(agent) as client:
         asked = _ask(client)
         assert "asked in Slack channel C-APPROVALS" in asked.note
-        _until(lambda: slack.posted("chat.postMessage"))
+        eventually(lambda: slack.posted("chat.postMessage"))
         (post,) = slack.posted("chat.postMessage")
         assert slack.calls[0].token == "xoxb-fake-token-000"
         text = json.dumps(post["blocks"])
@@ -156,7 +150,7 @@ def test_the_question_the_click_the_execution_and_the_update(
         assert slack.click(url, asked.call_id, "approve", APPROVER) == 200
         result = client.await_call(asked.call_id, wait_ms=5000)
         assert result.result == {"paid": True}
-        _until(lambda: slack.posted("chat.update"))
+        eventually(lambda: slack.posted("chat.update"))
         update = slack.posted("chat.update")[-1]
         assert update["ts"] == "1700000000.000001"
         assert f"Approved and done* by <@{APPROVER}>" in json.dumps(update["blocks"])
@@ -175,7 +169,7 @@ def test_forged_stale_and_foreign_clicks_change_nothing(
         stale = int(time.time()) - 6 * 60
         assert slack.click(url, asked.call_id, "approve", APPROVER, timestamp=stale) == 401
         assert slack.click(url, asked.call_id, "approve", STRANGER) == 200
-        _until(lambda: slack.posted("chat.postEphemeral"))
+        eventually(lambda: slack.posted("chat.postEphemeral"))
         assert "not an approver of payer" in slack.posted("chat.postEphemeral")[0]["text"]
         with broker.admin() as admin:
             (still,) = admin.list_approvals()
@@ -194,7 +188,7 @@ def test_a_double_click_executes_once(
         assert slack.click(url, asked.call_id, "approve", APPROVER) == 200
         assert slack.click(url, asked.call_id, "approve", APPROVER) == 200
         assert client.await_call(asked.call_id, wait_ms=5000).state == "DONE"
-        _until(lambda: slack.posted("chat.postEphemeral"))
+        eventually(lambda: slack.posted("chat.postEphemeral"))
         assert "already" in slack.posted("chat.postEphemeral")[0]["text"]
     assert len(upstream.requests) == 1
 
@@ -223,13 +217,13 @@ def test_deny_and_a_click_after_expiry(
         with pytest.raises(errors.ApprovalDenied, match=f"slack:{APPROVER}"):
             client.await_call(denied.call_id, wait_ms=5000)
         late = _ask(hurried, key="b")
-        _until(lambda: any("thread_ts" in p for p in slack.posted("chat.postMessage")))
+        eventually(lambda: any("thread_ts" in p for p in slack.posted("chat.postMessage")))
         reminder = next(p for p in slack.posted("chat.postMessage") if "thread_ts" in p)
         assert "Still waiting" in reminder["text"]
         with pytest.raises(errors.ApprovalExpired):
             await_decision(hurried, late.call_id)
         assert slack.click(url, late.call_id, "approve", APPROVER) == 200
-        _until(
+        eventually(
             lambda: any("already expired" in p["text"] for p in slack.posted("chat.postEphemeral"))
         )
     assert upstream.requests == []
@@ -279,7 +273,7 @@ def test_socket_mode_takes_clicks_without_inbound_http(
             ws.broker(env={"BROKER_MASTER_KEY": MASTER}, **settings) as broker,
             broker.client(agent) as client,
         ):
-            _until(lambda: socket.connected)
+            eventually(lambda: socket.connected)
             with pytest.raises(ApprovalPending) as asked:
                 client.call(
                     "invoices.pay",

@@ -28,6 +28,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from broker import errors
 from broker.approvals.service import Approvals
+from broker.approvals.stored_calls import why_in_words
 from broker.policy import Policy
 from broker.settings import SlackSettings
 from broker.signing import now_ms
@@ -243,7 +244,7 @@ def question_blocks(record: CallRecord, *, buttons: bool = True) -> list[Block]:
                 MarkdownTextObject(text=f"*Call*\n{record.call_id}"),
             ]
         ),
-        SectionBlock(text=MarkdownTextObject(text=f"*Why a human:* {_reason(why)}")),
+        SectionBlock(text=MarkdownTextObject(text=f"*Why a human:* {_plain(why_in_words(why))}")),
     ]
     for path, value, origin in why.get("tainted", []):
         blocks.append(
@@ -295,15 +296,6 @@ def outcome_block(record: CallRecord) -> Block:
     return ContextBlock(
         elements=[MarkdownTextObject(text=f"*{words.get(record.state, record.state)}*{who}")]
     )
-
-
-def _reason(why: dict[str, Any]) -> str:
-    reason = why.get("reason", "")
-    if reason == "tainted":
-        return "arguments carry values from untrusted content. " + _plain(why.get("message", ""))
-    if reason == "condition":
-        return _plain(why.get("message", "a condition of the policy holds"))
-    return "it is a write" if reason == "write" else _plain(why.get("message", reason))
 
 
 def _plain(text: str) -> str:

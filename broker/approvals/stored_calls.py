@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 from broker import errors, jsonexact
 from broker.pipeline import Call, Outcome
@@ -89,3 +90,17 @@ def decode(stored: str, call_id: str) -> Outcome:
         findings=[pb.Finding(**f) for f in data["findings"]],
         call_id=call_id,
     )
+
+
+def why_in_words(why: Mapping[str, Any]) -> str:
+    """Why a human is asked about a stored call, in words, from its ``why``: Slack and the
+    console say the same (each escapes it its own way)."""
+    reason = str(why.get("reason", ""))
+    message = str(why.get("message", ""))
+    if reason == "write":
+        return "it is a write"
+    if reason == "tainted":
+        return message or "arguments carry values from untrusted content"
+    if reason == "condition":
+        return message or "a condition of the policy holds"
+    return message or reason or "the policy asks for a human"

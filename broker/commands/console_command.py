@@ -41,8 +41,7 @@ def sign_in_link(settings: BrokerSettings, user: str) -> str:
             user, f"not an operator of the console; console.operators names {', '.join(names)}"
         )
     token = ConsoleTokens.of(settings).issue("link", user, console.link_ttl, now_ms())
-    base = console.public_url or f"http://{settings.http_listen}"
-    return f"{base}/console/login?token={token}"
+    return f"{settings.console_url}/console/login?token={token}"
 
 
 def _login(args: argparse.Namespace) -> int:

@@ -80,7 +80,7 @@ class Actions:
             return refused(400, "A reason is needed", "Say why: it is audited.", viewer)
         if agent not in self._parts.approvals.snapshot().policies.policies:
             return refused(404, "No such agent", f"No agent {agent[:64]} has a policy.", viewer)
-        if not viewer.may_freeze(agent):
+        if not viewer.may_operate(agent):
             return refused(
                 403,
                 "Not allowed",
@@ -105,7 +105,7 @@ class Actions:
         record = await self._parts.approvals.calls.get(call_id)
         if record is None:
             return refused(404, "No such call", f"No call {call_id[:64]}.", viewer)
-        if not viewer.may_freeze(record.agent):
+        if not viewer.may_operate(record.agent):
             return refused(
                 403, "Not allowed", f"Only an admin or an approver of {record.agent}.", viewer
             )

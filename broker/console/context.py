@@ -50,7 +50,7 @@ class ConsoleParts:
     @property
     def base_url(self) -> str:
         """Where people open the console (no trailing slash)."""
-        return self.console.public_url or f"http://{self.settings.http_listen}"
+        return self.settings.console_url
 
     @property
     def secure_cookies(self) -> bool:

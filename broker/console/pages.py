@@ -5,9 +5,10 @@ state or decides who may act (the views and actions do)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from broker.approvals.stored_calls import why_in_words
 from broker.audit.story import Story
 from broker.console.markup import (
     ago,
@@ -18,7 +19,6 @@ from broker.console.markup import (
     left,
     moment,
     segment,
-    span,
     table,
     text_field,
     url,
@@ -39,22 +39,9 @@ class Viewer:
         """True when this person is one of ``agent``'s approvers."""
         return agent in self.approver_of
 
-    def may_freeze(self, agent: str) -> bool:
-        """Admins freeze any agent; approvers the agents they approve for."""
+    def may_operate(self, agent: str) -> bool:
+        """Freeze, unfreeze, reconcile: admins for any agent, approvers for their own."""
         return self.admin or agent in self.approver_of
-
-
-def why_text(why: Mapping[str, object]) -> str:
-    """Why a human is asked, in words."""
-    reason = str(why.get("reason", ""))
-    message = str(why.get("message", ""))
-    if reason == "tainted":
-        return message or "Arguments carry values from untrusted content."
-    if reason == "condition":
-        return "A condition of the policy holds: " + (message or str(why.get("rule", "")))
-    if reason == "write":
-        return "It is a write: the policy asks a human before this action changes anything."
-    return message or reason or "the policy asks for a human"
 
 
 def _why(record: CallRecord) -> tuple[str, dict[str, str]]:
@@ -72,9 +59,14 @@ def _why(record: CallRecord) -> tuple[str, dict[str, str]]:
         risky.setdefault(str(path), f"the policy asks a human: {why.get('message', '')}")
     listed = f"<ul>{''.join(items)}</ul>" if items else ""
     box = (
-        f'<div class="why"><p><strong>Why a human:</strong> {esc(why_text(why))}</p>{listed}</div>'
+        f'<div class="why"><p><strong>Why a human:</strong> {esc(_sentence(why_in_words(why)))}</p>'
+        f"{listed}</div>"
     )
     return box, risky
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def decision_forms(record: CallRecord, viewer: Viewer) -> str:
@@ -106,7 +98,7 @@ def decision_forms(record: CallRecord, viewer: Viewer) -> str:
             f"<p>You are not an approver of {esc(record.agent)}: you can see this call, "
             "not decide it.</p>"
         )
-    if viewer.may_freeze(record.agent):
+    if viewer.may_operate(record.agent):
         parts.append(freeze_form(record.agent, viewer, f"freeze-{key}"))
     return f'<div class="actions">{"".join(parts)}</div>'
 
@@ -219,7 +211,7 @@ def agents(views: Sequence[AgentView], viewer: Viewer) -> str:
             for row in agent.last_calls
         ]
         action = ""
-        if viewer.may_freeze(agent.name):
+        if viewer.may_operate(agent.name):
             frozen_here = agent.freeze is not None and agent.freeze.agent == agent.name
             action = freeze_form(agent.name, viewer, f"freeze-{agent.name}", unfreeze=frozen_here)
         cards.append(
@@ -336,7 +328,7 @@ def reconcile(records: Sequence[CallRecord], viewer: Viewer) -> str:
                 "Reconcile",
                 label=f"Reconcile call {record.call_id}",
             )
-            if viewer.may_freeze(record.agent)
+            if viewer.may_operate(record.agent)
             else "<p>Only an admin or an approver of this agent can reconcile it.</p>"
         )
         cards.append(
@@ -380,8 +372,3 @@ def signin(message: str, oidc: bool, link_minutes: float) -> str:
 def problem(title: str, message: str) -> str:
     """A page that says what went wrong and what to do."""
     return f'<h1>{esc(title)}</h1><p class="error" role="alert">{esc(message)}</p>'
-
-
-def remaining(seconds: float) -> str:
-    """A time left, in words (used by the views for rests)."""
-    return span(seconds)
